@@ -1,0 +1,186 @@
+"""Where outcrop keeps its data, and the project settings in ``outcrop.toml``.
+
+Home: ``OUTCROP_HOME`` if set, else the platform's user data directory
+(``~/.local/share/outcrop`` on Linux). It holds ``outcrop.db`` (traces, the
+usage ledger), ``models/`` (assembled model files) and, later, keys and
+knowledge bases.
+
+Project settings: the first ``outcrop.toml`` found in the current folder or
+one of its parents, e.g.::
+
+    default_model = "local:smollm2-135m"
+    fallbacks = ["local:qwen2.5-coder-0.5b"]
+
+    [aliases]
+    fast = "local:smollm2-135m"
+
+    [retry]
+    max_attempts = 3
+    timeout_s = 120
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import platformdirs
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "CONFIG_FILENAME",
+    "RetrySettings",
+    "Settings",
+    "find_config",
+    "home",
+    "load_settings",
+]
+
+DEFAULT_MODEL = "local:smollm2-135m"
+CONFIG_FILENAME = "outcrop.toml"
+
+
+def home() -> Path:
+    """outcrop's data directory, created on first use."""
+    env = os.environ.get("OUTCROP_HOME")
+    path = Path(env).expanduser() if env else Path(platformdirs.user_data_dir("outcrop"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class RetrySettings(BaseModel):
+    """How the gateway retries a failing provider before moving to the next fallback."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_attempts: int = Field(default=3, ge=1, le=10, description="Tries per model.")
+    initial_delay_s: float = Field(default=0.5, ge=0, le=60)
+    max_delay_s: float = Field(default=8.0, ge=0, le=300)
+    timeout_s: float = Field(default=300.0, gt=0, le=3600, description="Per-call timeout.")
+
+
+class _SettingsFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    default_model: str = DEFAULT_MODEL
+    fallbacks: list[str] = Field(default_factory=list)
+    aliases: dict[str, str] = Field(default_factory=dict)
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+
+
+@dataclass
+class Settings:
+    """Resolved settings: the file's values, then the environment's overrides."""
+
+    default_model: str = DEFAULT_MODEL
+    fallbacks: list[str] = field(default_factory=list)
+    aliases: dict[str, str] = field(default_factory=dict)
+    retry: RetrySettings = field(default_factory=RetrySettings)
+    path: Path | None = None
+
+
+def find_config(start: Path | None = None) -> Path | None:
+    """The nearest ``outcrop.toml`` in ``start`` (default: the current folder) or a parent."""
+    folder = (start or Path.cwd()).resolve()
+    for candidate in (folder, *folder.parents):
+        path = candidate / CONFIG_FILENAME
+        if path.is_file():
+            return path
+    return None
+
+
+def _line_of(text: str, key: str) -> int | None:
+    """Best-effort line number of a key or table header in TOML source."""
+    pattern = re.compile(rf"^\s*(\[\s*{re.escape(key)}\s*\]|\"?{re.escape(key)}\"?\s*=)")
+    for number, line in enumerate(text.splitlines(), start=1):
+        if pattern.match(line):
+            return number
+    return None
+
+
+def load_settings(path: Path | None = None, *, search: bool = True) -> Settings:
+    """Read ``outcrop.toml`` (the given one, or the nearest) and apply environment overrides.
+
+    ``OUTCROP_MODEL`` overrides the default model.
+    """
+    if path is None and search:
+        path = find_config()
+    settings = Settings()
+    if path is not None:
+        settings = _read(path)
+    env_model = os.environ.get("OUTCROP_MODEL")
+    if env_model:
+        settings.default_model = env_model
+    return settings
+
+
+def _read(path: Path) -> Settings:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("file not found", path=path) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"cannot read the file ({exc.__class__.__name__}: {exc}); check its permissions "
+            "and that it is UTF-8 text",
+            path=path,
+        ) from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        # Python 3.11's TOMLDecodeError keeps the position only in its message.
+        match = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
+        line = int(match.group(1)) if match else None
+        reason = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        raise ConfigError(
+            f"not valid TOML: {reason}; fix that line (see https://toml.io for the syntax)",
+            path=path,
+            line=line,
+        ) from None
+    try:
+        parsed = _SettingsFile.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = [str(p) for p in err["loc"]]
+        key = loc[0] if loc else ""
+        line = _line_of(text, loc[-1]) or _line_of(text, key) if loc else None
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            known = ", ".join(sorted(_SettingsFile.model_fields))
+            msg = f"unknown setting (known settings: {known})"
+        raise ConfigError(f"{'.'.join(loc)}: {msg}", path=path, line=line) from None
+    return Settings(
+        default_model=parsed.default_model,
+        fallbacks=list(parsed.fallbacks),
+        aliases=dict(parsed.aliases),
+        retry=parsed.retry,
+        path=path,
+    )
+
+
+def render_default_config() -> str:
+    """The outcrop.toml that ``outcrop init`` writes."""
+    return f'''# outcrop project settings. Every key is optional.
+
+# The model used when a call names none: a provider:model id or an alias below.
+default_model = "{DEFAULT_MODEL}"
+
+# Models tried in order when the default one fails (after its retries).
+fallbacks = []
+
+[aliases]
+# Short names for model ids, e.g. `outcrop -m fast "question"`.
+fast = "{DEFAULT_MODEL}"
+
+[retry]
+max_attempts = 3       # tries per model on rate limits, server errors and timeouts
+initial_delay_s = 0.5  # first back-off; doubles each try, with jitter
+max_delay_s = 8.0
+timeout_s = 300        # per call
+'''

@@ -1,0 +1,484 @@
+"""The one pipeline. Every model call in outcrop goes through :class:`Gateway`.
+
+::
+
+    request
+      → validate (InvalidRequestError names the field)
+      → resolve the model id (aliases; "Did you mean …?"; the fallback chain)
+      → provider call (retries with backoff and jitter; next fallback on failure)
+      → usage and cost
+      → one trace row in the store — plain, streamed, failed and cancelled calls alike
+      → response or stream
+
+A plain call is the stream collected, so a streamed call and the same call
+made without streaming record the same tokens by construction. Budgets,
+guardrails and OpenTelemetry export join this path as they land.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import random
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from .config import Settings, home, load_settings
+from .errors import (
+    AllModelsFailedError,
+    InvalidRequestError,
+    OutcropError,
+    ProviderError,
+    ProviderTimeoutError,
+    UnknownModelError,
+)
+from .observe.store import Store, TraceRow
+from .providers.base import ModelInfo, Provider
+from .types import (
+    ChatRequest,
+    ChatResponse,
+    FinishReason,
+    Message,
+    StreamEvent,
+    ToolCall,
+    Usage,
+    validation_error,
+)
+
+__all__ = ["ChatStream", "Gateway", "ResolvedModel", "new_id"]
+
+_MAX_ALIAS_DEPTH = 8
+
+
+def new_id() -> str:
+    """A time-ordered id: milliseconds since the epoch, then random bits."""
+    return f"{int(time.time() * 1000):012x}{secrets.token_hex(6)}"
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model id after aliases: which provider serves it, under which name."""
+
+    id: str
+    provider: Provider
+    name: str
+
+
+def _default_providers() -> dict[str, Provider]:
+    from .providers.local import LocalProvider
+
+    return {"local": LocalProvider()}
+
+
+PromptInput = str | Message | Sequence[Message] | ChatRequest
+
+
+def build_request(
+    prompt: PromptInput,
+    *,
+    model: str | None = None,
+    system: str | None = None,
+    **options: Any,
+) -> ChatRequest:
+    """Make a validated ChatRequest from a string, messages or a request plus options."""
+    try:
+        if isinstance(prompt, ChatRequest):
+            data = prompt.model_dump(exclude_unset=True)
+            data.update(options)
+            if model is not None:
+                data["model"] = model
+            return ChatRequest.model_validate(data)
+        if isinstance(prompt, str):
+            messages = [Message.user(prompt)]
+        elif isinstance(prompt, Message):
+            messages = [prompt]
+        else:
+            messages = list(prompt)
+        if system:
+            messages = [Message.system(system), *messages]
+        return ChatRequest(model=model, messages=messages, **options)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+@dataclass
+class _Attempt:
+    model: str
+    error: str | None = None
+    status_code: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "error": self.error, "status_code": self.status_code}
+
+
+@dataclass
+class _Run:
+    """What one call has gathered so far."""
+
+    trace_id: str
+    request: ChatRequest
+    requested: str
+    stream: bool
+    started: float = field(default_factory=time.time)
+    t0: float = field(default_factory=time.perf_counter)
+    first_token_at: float | None = None
+    text: list[str] = field(default_factory=list)
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    model: ResolvedModel | None = None
+    finish_reason: FinishReason | None = None
+    attempts: list[_Attempt] = field(default_factory=list)
+    recorded: bool = False
+
+
+class ChatStream:
+    """A streamed call: iterate for :class:`StreamEvent`; ``response`` once it has finished.
+
+    Use it as a context manager, or call :meth:`close`, to stop early: the call
+    is then recorded as ``cancelled`` with the tokens generated so far.
+    """
+
+    def __init__(self, gateway: Gateway, run: _Run, chain: list[ResolvedModel]):
+        self._gateway = gateway
+        self._run = run
+        self._gen = gateway._events(run, chain)
+        self._started = False
+        self.response: ChatResponse | None = None
+
+    @property
+    def trace_id(self) -> str:
+        return self._run.trace_id
+
+    def __iter__(self) -> Iterator[StreamEvent]:
+        return self
+
+    def __next__(self) -> StreamEvent:
+        self._started = True
+        event = next(self._gen)
+        if event.type == "finish":
+            self.response = self._gateway._response(self._run)
+        return event
+
+    def text(self) -> Iterator[str]:
+        """Only the text pieces of the answer."""
+        for event in self:
+            if event.type == "text":
+                yield event.text
+
+    def collect(self) -> ChatResponse:
+        """Read the stream to its end and return the whole response."""
+        for _ in self:
+            pass
+        assert self.response is not None
+        return self.response
+
+    def close(self) -> None:
+        """Stop the call; records it as cancelled if it had not finished."""
+        self._gen.close()
+        if not self._run.recorded:
+            self._gateway._record(self._run, status="cancelled", error="closed before it started")
+
+    def __enter__(self) -> ChatStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Gateway:
+    """Resolve, call, retry, fall back, record. The only caller of providers.
+
+    ``Gateway()`` reads ``outcrop.toml`` and uses the store in outcrop's home.
+    Pass ``providers`` to add or replace providers (e.g. test doubles),
+    ``store`` or ``settings`` to use others.
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: Settings | None = None,
+        store: Store | None = None,
+        providers: Mapping[str, Provider] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.settings = settings if settings is not None else load_settings()
+        self._store = store
+        self._store_lock = threading.Lock()
+        self.providers: dict[str, Provider] = {}
+        if providers is None or "local" not in providers:
+            self.providers.update(_default_providers())
+        self.providers.update(providers or {})
+        self._sleep = sleep
+
+    @property
+    def store(self) -> Store:
+        with self._store_lock:
+            if self._store is None:
+                self._store = Store(Path(home()) / "outcrop.db")
+            return self._store
+
+    # -- models -------------------------------------------------------------
+
+    def known_ids(self) -> list[str]:
+        ids = list(self.settings.aliases)
+        for prefix, provider in self.providers.items():
+            ids.append(prefix)
+            ids.extend(m.id for m in provider.models())
+        return sorted(set(ids))
+
+    def models(self) -> list[ModelInfo]:
+        """Every model the configured providers know, installed or not."""
+        out: list[ModelInfo] = []
+        for provider in self.providers.values():
+            out.extend(provider.models())
+        return out
+
+    def resolve(self, model_id: str | None) -> ResolvedModel:
+        """Turn an id or alias into the provider and name that serve it."""
+        original = model_id or self.settings.default_model
+        current = original
+        for _ in range(_MAX_ALIAS_DEPTH):
+            if current in self.settings.aliases:
+                current = self.settings.aliases[current]
+            else:
+                break
+        else:
+            raise InvalidRequestError(
+                f"Alias {original!r} does not resolve (a loop in [aliases] of outcrop.toml?)",
+                field="model",
+            )
+        prefix, _, name = current.partition(":")
+        provider = self.providers.get(prefix)
+        if provider is None:
+            hint = ""
+            if ":" not in current:
+                hint = (
+                    " Model ids look like provider:model, e.g. 'local:smollm2-135m'."
+                    " Run `outcrop models list` to see the models you can use."
+                )
+            raise UnknownModelError(original, self._suggest(original), hint=hint)
+        provider.check_model(name)
+        return ResolvedModel(id=current, provider=provider, name=name)
+
+    def _suggest(self, model_id: str) -> list[str]:
+        known = self.known_ids()
+        close = difflib.get_close_matches(model_id, known, n=2, cutoff=0.5)
+        if not close:
+            # A bare name that is the tail of a known id: "smollm2-135m" -> "local:smollm2-135m".
+            close = [k for k in known if k.split(":", 1)[-1] == model_id][:2]
+        return close
+
+    def chain(self, model_id: str | None) -> list[ResolvedModel]:
+        """The model and its fallbacks, in order (fallbacks apply to the default model)."""
+        primary = self.resolve(model_id)
+        chain = [primary]
+        for fallback in self.settings.fallbacks:
+            resolved = self.resolve(fallback)
+            if resolved.id not in {m.id for m in chain}:
+                chain.append(resolved)
+        return chain
+
+    def count_tokens(self, text: str, model: str | None = None) -> int:
+        """Tokens in ``text`` for the model's own tokenizer."""
+        resolved = self.resolve(model)
+        count = resolved.provider.count_tokens(resolved.name, text)
+        if count is None:
+            raise InvalidRequestError(f"{resolved.id} cannot count tokens", field="model")
+        return count
+
+    # -- calls --------------------------------------------------------------
+
+    def stream(
+        self,
+        prompt: PromptInput,
+        *,
+        model: str | None = None,
+        system: str | None = None,
+        **options: Any,
+    ) -> ChatStream:
+        """Start a streamed call. The call is recorded when the stream ends or is closed."""
+        request = build_request(prompt, model=model, system=system, **options)
+        return self._start(request, stream=True)
+
+    def chat(
+        self,
+        prompt: PromptInput,
+        *,
+        model: str | None = None,
+        system: str | None = None,
+        **options: Any,
+    ) -> ChatResponse:
+        """Make a call and return the whole response (the stream, collected)."""
+        request = build_request(prompt, model=model, system=system, **options)
+        stream = self._start(request, stream=False)
+        try:
+            return stream.collect()
+        finally:
+            stream.close()
+
+    async def achat(
+        self,
+        prompt: PromptInput,
+        *,
+        model: str | None = None,
+        system: str | None = None,
+        **options: Any,
+    ) -> ChatResponse:
+        """:meth:`chat` for async code; runs the call on a worker thread."""
+        return await asyncio.to_thread(
+            self.chat, prompt, model=model, system=system, **options
+        )
+
+    def _start(self, request: ChatRequest, *, stream: bool) -> ChatStream:
+        requested = request.model or self.settings.default_model
+        run = _Run(trace_id=new_id(), request=request, requested=requested, stream=stream)
+        try:
+            chain = self.chain(request.model)
+        except OutcropError as exc:
+            self._record(run, status="error", error=str(exc))
+            raise
+        return ChatStream(self, run, chain)
+
+    def _events(self, run: _Run, chain: list[ResolvedModel]) -> Iterator[StreamEvent]:
+        errors: dict[str, BaseException] = {}
+        try:
+            for resolved in chain:
+                run.model = resolved
+                retry = self.settings.retry
+                for attempt in range(1, retry.max_attempts + 1):
+                    run.attempts.append(_Attempt(model=resolved.id))
+                    try:
+                        yield from self._call_once(run, resolved)
+                        return
+                    except ProviderError as exc:
+                        run.attempts[-1].error = str(exc)
+                        run.attempts[-1].status_code = exc.status_code
+                        if run.first_token_at is not None:
+                            raise  # part of the answer is out: no retry, no fallback
+                        errors[resolved.id] = exc
+                        if not exc.retryable or attempt == retry.max_attempts:
+                            break
+                        self._sleep(self._backoff(attempt, exc))
+            if len(chain) == 1:
+                raise next(iter(errors.values()))
+            raise AllModelsFailedError(errors)
+        except GeneratorExit:
+            self._record(run, status="cancelled", error="stopped by the caller")
+            raise
+        except KeyboardInterrupt:
+            self._record(run, status="cancelled", error="interrupted (Ctrl-C)")
+            raise
+        except BaseException as exc:
+            self._record(run, status="error", error=f"{exc.__class__.__name__}: {exc}")
+            raise
+
+    def _backoff(self, attempt: int, exc: ProviderError) -> float:
+        retry = self.settings.retry
+        after = exc.headers.get("retry-after") or exc.headers.get("Retry-After")
+        if after:
+            try:
+                return min(float(after), retry.max_delay_s)
+            except ValueError:
+                pass
+        delay = min(retry.initial_delay_s * 2 ** (attempt - 1), retry.max_delay_s)
+        return delay * (0.5 + random.random() / 2)  # jitter: half to full delay
+
+    def _call_once(self, run: _Run, resolved: ResolvedModel) -> Iterator[StreamEvent]:
+        timeout = self.settings.retry.timeout_s
+        deadline = time.perf_counter() + timeout
+        events = resolved.provider.stream(resolved.name, run.request)
+        try:
+            for event in events:
+                if event.usage is not None:
+                    run.usage = event.usage
+                if event.type == "finish":
+                    run.finish_reason = event.finish_reason or "stop"
+                    self._record(run, status="ok")
+                    yield event.model_copy(update={"model": resolved.id, "usage": run.usage})
+                    return
+                if run.first_token_at is None:
+                    run.first_token_at = time.perf_counter()
+                if event.type == "text":
+                    run.text.append(event.text)
+                elif event.tool_call is not None:
+                    run.tool_calls.append(event.tool_call)
+                yield event
+                if time.perf_counter() > deadline:
+                    raise ProviderTimeoutError(
+                        f"{resolved.id} did not finish within {timeout:g} s; raise "
+                        "[retry] timeout_s in outcrop.toml or lower max_tokens",
+                        model=resolved.id,
+                    )
+        finally:
+            close = getattr(events, "close", None)
+            if close is not None:
+                close()
+        raise ProviderError(f"{resolved.id} ended its stream without finishing", model=resolved.id)
+
+    # -- recording ----------------------------------------------------------
+
+    def _response(self, run: _Run) -> ChatResponse:
+        assert run.model is not None
+        return ChatResponse(
+            id=run.trace_id,
+            model=run.model.id,
+            message=Message.assistant("".join(run.text), tool_calls=run.tool_calls),
+            finish_reason=run.finish_reason or "stop",
+            usage=run.usage,
+            latency_ms=(time.perf_counter() - run.t0) * 1000,
+            ttft_ms=self._ttft(run),
+            cost_usd=self._cost(run),
+        )
+
+    @staticmethod
+    def _ttft(run: _Run) -> float | None:
+        if run.first_token_at is None:
+            return None
+        return (run.first_token_at - run.t0) * 1000
+
+    @staticmethod
+    def _cost(run: _Run) -> float | None:
+        if run.model is None:
+            return None
+        return run.model.provider.cost(run.model.name, run.usage)
+
+    def _record(self, run: _Run, *, status: str, error: str | None = None) -> None:
+        if run.recorded:
+            return
+        run.recorded = True
+        finish = run.finish_reason if status == "ok" else status if status == "cancelled" else None
+        text = "".join(run.text)
+        response: str | None = text
+        if run.tool_calls:
+            response = ChatResponse(
+                id=run.trace_id,
+                model=run.model.id if run.model else run.requested,
+                message=Message.assistant(text, tool_calls=run.tool_calls),
+            ).message.model_dump_json()
+        row = TraceRow(
+            id=run.trace_id,
+            started_at=run.started,
+            requested_model=run.requested,
+            model=run.model.id if run.model else None,
+            provider=run.model.id.split(":", 1)[0] if run.model else None,
+            stream=run.stream,
+            status=status,
+            finish_reason=finish,
+            input_tokens=run.usage.input_tokens,
+            output_tokens=run.usage.output_tokens,
+            latency_ms=(time.perf_counter() - run.t0) * 1000,
+            ttft_ms=self._ttft(run),
+            cost_usd=self._cost(run),
+            error=error,
+            attempts=[a.as_dict() for a in run.attempts],
+            request=run.request.model_dump(mode="json", exclude_defaults=True),
+            response=response,
+        )
+        self.store.record(row)

@@ -1,0 +1,212 @@
+"""The trace store: one row per model call, in SQLite (WAL), with named migrations.
+
+Every call through the gateway — plain or streamed, finished, failed or
+cancelled — leaves exactly one row in ``traces``. The same row is the usage
+ledger: tokens, cost and latency are summed from it by ``usage()``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["MIGRATIONS", "Store", "TraceRow", "UsageRow"]
+
+
+def _m001_traces(db: sqlite3.Connection) -> None:
+    db.execute(
+        """
+        CREATE TABLE traces (
+            id TEXT PRIMARY KEY,
+            parent_id TEXT,
+            kind TEXT NOT NULL DEFAULT 'chat',
+            started_at REAL NOT NULL,
+            requested_model TEXT NOT NULL,
+            model TEXT,
+            provider TEXT,
+            stream INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            finish_reason TEXT,
+            input_tokens INTEGER NOT NULL DEFAULT 0,
+            output_tokens INTEGER NOT NULL DEFAULT 0,
+            latency_ms REAL,
+            ttft_ms REAL,
+            cost_usd REAL,
+            error TEXT,
+            attempts TEXT NOT NULL DEFAULT '[]',
+            request TEXT NOT NULL,
+            response TEXT
+        )
+        """
+    )
+    db.execute("CREATE INDEX traces_started ON traces(started_at)")
+    db.execute("CREATE INDEX traces_model ON traces(model, started_at)")
+
+
+# Named and ordered; each applied once and recorded in _migrations.
+MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
+    ("001_traces", _m001_traces),
+]
+
+
+@dataclass
+class TraceRow:
+    """One model call as recorded."""
+
+    id: str
+    started_at: float
+    requested_model: str
+    stream: bool
+    status: str  # ok | error | cancelled
+    request: dict[str, Any]
+    model: str | None = None
+    provider: str | None = None
+    finish_reason: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    cost_usd: float | None = None
+    error: str | None = None
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    response: str | None = None
+    parent_id: str | None = None
+    kind: str = "chat"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class UsageRow:
+    day: str
+    model: str
+    calls: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    errors: int
+
+
+class Store:
+    """SQLite store for traces. Safe to share between threads of one process."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self.migrate()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def migrate(self) -> list[str]:
+        """Apply the migrations not yet recorded; returns their names."""
+        applied: list[str] = []
+        with self._tx() as db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at "
+                "TEXT NOT NULL DEFAULT (datetime('now')))"
+            )
+            done = {row[0] for row in db.execute("SELECT name FROM _migrations")}
+            for name, fn in MIGRATIONS:
+                if name not in done:
+                    fn(db)
+                    db.execute("INSERT INTO _migrations(name) VALUES (?)", (name,))
+                    applied.append(name)
+        return applied
+
+    def migrations(self) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._db.execute("SELECT name FROM _migrations ORDER BY name")]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- traces -----------------------------------------------------------
+
+    def record(self, row: TraceRow) -> None:
+        data = row.to_dict()
+        data["stream"] = int(row.stream)
+        data["request"] = json.dumps(row.request, ensure_ascii=False)
+        data["attempts"] = json.dumps(row.attempts, ensure_ascii=False)
+        columns = ", ".join(data)
+        marks = ", ".join(f":{k}" for k in data)
+        with self._tx() as db:
+            db.execute(f"INSERT INTO traces ({columns}) VALUES ({marks})", data)
+
+    @staticmethod
+    def _row(r: sqlite3.Row) -> TraceRow:
+        data = dict(r)
+        data["stream"] = bool(data["stream"])
+        data["request"] = json.loads(data["request"])
+        data["attempts"] = json.loads(data["attempts"])
+        return TraceRow(**data)
+
+    def list(self, limit: int = 20, model: str | None = None) -> list[TraceRow]:
+        """The most recent calls, newest first."""
+        sql = "SELECT * FROM traces"
+        args: list[Any] = []
+        if model:
+            sql += " WHERE model = ? OR requested_model = ?"
+            args += [model, model]
+        sql += " ORDER BY started_at DESC, rowid DESC LIMIT ?"
+        args.append(limit)
+        with self._lock:
+            return [self._row(r) for r in self._db.execute(sql, args)]
+
+    def get(self, trace_id: str) -> TraceRow | None:
+        """A call by id, or by a unique prefix of its id."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM traces WHERE id LIKE ? ESCAPE '\\' ORDER BY started_at DESC LIMIT 2",
+                (trace_id.replace("\\", "").replace("%", r"\%").replace("_", r"\_") + "%",),
+            ).fetchall()
+        if len(rows) != 1:
+            exact = [r for r in rows if r["id"] == trace_id]
+            return self._row(exact[0]) if exact else None
+        return self._row(rows[0])
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM traces").fetchone()[0])
+
+    def usage(self, days: int | None = None) -> list[UsageRow]:
+        """Totals by day (UTC) and model, newest day first."""
+        sql = """
+            SELECT date(started_at, 'unixepoch') AS day,
+                   coalesce(model, requested_model) AS model,
+                   count(*) AS calls,
+                   sum(input_tokens) AS input_tokens,
+                   sum(output_tokens) AS output_tokens,
+                   coalesce(sum(cost_usd), 0) AS cost_usd,
+                   sum(status = 'error') AS errors
+            FROM traces
+        """
+        args: list[Any] = []
+        if days is not None:
+            sql += " WHERE started_at >= strftime('%s', 'now', ?)"
+            args.append(f"-{int(days)} days")
+        sql += " GROUP BY day, model ORDER BY day DESC, model"
+        with self._lock:
+            return [UsageRow(**dict(r)) for r in self._db.execute(sql, args)]

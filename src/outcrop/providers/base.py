@@ -1,0 +1,64 @@
+"""What a provider implements: one streaming method and capability flags.
+
+A provider turns a validated :class:`~outcrop.types.ChatRequest` into a stream
+of :class:`~outcrop.types.StreamEvent`. Non-streaming calls are the stream
+collected, by the gateway. Only the gateway calls a provider.
+
+The stream's contract:
+
+- ``text`` and ``tool_call`` events as the answer is produced; each may carry
+  ``usage`` with the tokens counted *so far*, so a cancelled stream can be
+  recorded with exact partial usage;
+- exactly one ``finish`` event last, with the final usage and finish reason;
+- closing the generator early stops generation.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from ..types import ChatRequest, StreamEvent, Usage
+
+__all__ = ["ModelInfo", "Provider"]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model a provider can serve, as listed by ``outcrop models list``."""
+
+    id: str
+    provider: str
+    description: str = ""
+    installed: bool = True
+    how_to_install: str = ""
+    details: dict[str, str] = field(default_factory=dict)
+
+
+class Provider(ABC):
+    """The interface between the gateway and one API shape."""
+
+    name: str = "provider"
+    can_stream: bool = True
+    supports_tools: bool = False
+    supports_json_schema: bool = False
+
+    @abstractmethod
+    def stream(self, model: str, request: ChatRequest) -> Iterator[StreamEvent]:
+        """Yield the answer's events; the last one is ``finish`` with exact usage."""
+
+    def models(self) -> list[ModelInfo]:
+        """The models this provider knows (installed or installable)."""
+        return []
+
+    def check_model(self, model: str) -> None:
+        """Raise a :class:`~outcrop.errors.UserError` if ``model`` cannot be served."""
+
+    def cost(self, model: str, usage: Usage) -> float | None:
+        """Cost in US dollars of ``usage`` on ``model``; None when unknown."""
+        return None
+
+    def count_tokens(self, model: str, text: str) -> int | None:
+        """Tokens in ``text`` for ``model``'s tokenizer; None when the provider cannot tell."""
+        return None
