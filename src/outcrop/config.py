@@ -137,6 +137,8 @@ def _read(path: Path) -> Settings:
         # Python 3.11's TOMLDecodeError keeps the position only in its message.
         match = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
         line = int(match.group(1)) if match else None
+        if line is None and "end of document" in str(exc):
+            line = max(1, len(text.splitlines()))
         reason = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
         raise ConfigError(
             f"not valid TOML: {reason}; fix that line (see https://toml.io for the syntax)",

@@ -1,0 +1,88 @@
+"""The ``outcrop`` command. Errors become messages here, and only here.
+
+Set ``OUTCROP_RAISE_ERRORS=1`` to let exceptions propagate with their traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from ..errors import OutcropError
+from ._common import Ctx, DefaultGroup
+from .init import init
+from .logs import logs, usage
+from .models import models
+from .prompt import chat, prompt
+
+__all__ = ["cli", "main"]
+
+
+class _Root(DefaultGroup):
+    """The root group: its default command is ``prompt``, so ``outcrop "question"`` works."""
+
+    default_command = "prompt"
+
+    def default_args(self, args: list[str]) -> list[str]:
+        if not args and (sys.stdin is None or sys.stdin.isatty()):
+            return args  # a bare `outcrop` at a terminal shows the help
+        return super().default_args(args)
+
+
+@click.group(
+    cls=_Root,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="""\b
+Examples:
+  outcrop "What is a token?"          ask the default local model
+  outcrop -m local:qwen2.5-coder-0.5b -o temperature 0 "Write a haiku"
+  outcrop chat                        a conversation
+  outcrop logs                        the calls you made, with tokens and latency
+""",
+)
+@click.version_option(package_name="outcrop")
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """outcrop — build a generative-AI application on one laptop, no API key needed.
+
+    With no command, the arguments are a prompt for the default model.
+    """
+    ctx.obj = Ctx()
+
+
+cli.add_command(prompt)
+cli.add_command(chat)
+cli.add_command(models)
+cli.add_command(logs)
+cli.add_command(usage)
+cli.add_command(init)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Entry point: run the CLI, turning outcrop's errors into one clear line."""
+    raise_errors = os.environ.get("OUTCROP_RAISE_ERRORS") == "1"
+    try:
+        return cli.main(args=argv, prog_name="outcrop", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except OutcropError as exc:
+        if raise_errors:
+            raise
+        click.secho(f"Error: {exc}", fg="red", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        if raise_errors:
+            raise
+        click.echo("\nInterrupted.", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)

@@ -1,0 +1,263 @@
+import asyncio
+
+import pytest
+
+from outcrop import (
+    AllModelsFailedError,
+    ChatRequest,
+    Gateway,
+    InvalidRequestError,
+    Message,
+    ProviderError,
+    Settings,
+    Store,
+    ToolCall,
+    UnknownModelError,
+)
+from outcrop.config import RetrySettings
+from outcrop.providers.testing import FunctionModel, TestModel
+
+
+def test_a_plain_call_leaves_a_trace_row(gateway: Gateway, test_model: TestModel, store: Store):
+    test_model.replies.append("Paris is the capital.")
+    response = gateway.chat("Capital of France?")
+    assert response.text == "Paris is the capital."
+    assert response.model == "test"
+    row = store.get(response.id)
+    assert row is not None
+    assert (row.status, row.stream, row.finish_reason) == ("ok", False, "stop")
+    assert (row.input_tokens, row.output_tokens) == (3, 4)
+    assert row.response == "Paris is the capital."
+    assert row.request["messages"][0]["content"][0]["text"] == "Capital of France?"
+    assert row.latency_ms is not None and row.latency_ms >= 0
+    assert row.cost_usd == 0.0
+
+
+def test_streamed_and_plain_calls_record_the_same_usage(
+    gateway: Gateway, test_model: TestModel, store: Store
+):
+    test_model.replies.extend(["one two three four", "one two three four"])
+    plain = gateway.chat("count please")
+    stream = gateway.stream("count please")
+    pieces = list(stream.text())
+    assert "".join(pieces) == plain.text
+    assert len(pieces) == 4
+    assert stream.response is not None
+    assert stream.response.usage == plain.usage
+    rows = {r.stream: r for r in store.list()}
+    assert (rows[True].input_tokens, rows[True].output_tokens) == (
+        rows[False].input_tokens,
+        rows[False].output_tokens,
+    )
+    assert rows[True].ttft_ms is not None
+
+
+def test_a_closed_stream_is_recorded_as_cancelled_with_partial_usage(
+    gateway: Gateway, test_model: TestModel, store: Store
+):
+    test_model.replies.append("a b c d e f g h")
+    stream = gateway.stream("go")
+    events = [next(stream), next(stream)]
+    assert [e.text for e in events] == ["a ", "b "]
+    stream.close()
+    row = store.get(stream.trace_id)
+    assert row.status == "cancelled"
+    assert row.output_tokens == 2
+    assert row.response == "a b "
+
+
+def test_a_stream_never_read_is_still_recorded(gateway: Gateway, store: Store):
+    with gateway.stream("hello") as stream:
+        pass
+    assert store.get(stream.trace_id).status == "cancelled"
+
+
+def test_ctrl_c_inside_the_provider_is_recorded(gateway: Gateway, store: Store):
+    def interrupted(request: ChatRequest):
+        yield "partial "
+        raise KeyboardInterrupt
+
+    gateway.providers["fn"] = FunctionModel(interrupted)
+    stream = gateway.stream("hi", model="fn")
+    with pytest.raises(KeyboardInterrupt):
+        list(stream)
+    row = store.get(stream.trace_id)
+    assert row.status == "cancelled"
+    assert row.output_tokens == 1
+    assert "Ctrl-C" in row.error
+
+
+def test_retries_on_rate_limits_with_backoff(store: Store):
+    sleeps: list[float] = []
+    model = TestModel([ProviderError("slow down", status_code=429), "fine"])
+    gw = Gateway(
+        settings=Settings(default_model="test"),
+        store=store,
+        providers={"test": model},
+        sleep=sleeps.append,
+    )
+    response = gw.chat("hi")
+    assert response.text == "fine"
+    assert len(sleeps) == 1 and 0.25 <= sleeps[0] <= 0.5
+    row = store.get(response.id)
+    assert [a["status_code"] for a in row.attempts] == [429, None]
+
+
+def test_retry_after_header_is_honoured(store: Store):
+    sleeps: list[float] = []
+    err = ProviderError("busy", status_code=503, headers={"retry-after": "2"})
+    gw = Gateway(
+        settings=Settings(default_model="test"),
+        store=store,
+        providers={"test": TestModel([err, "ok"])},
+        sleep=sleeps.append,
+    )
+    gw.chat("hi")
+    assert sleeps == [2.0]
+
+
+def test_client_errors_are_not_retried(gateway: Gateway, test_model: TestModel, store: Store):
+    test_model.replies.extend([ProviderError("bad request", status_code=400), "never"])
+    with pytest.raises(ProviderError, match="bad request"):
+        gateway.chat("hi")
+    assert test_model.replies[0] == "never"
+    row = store.list(1)[0]
+    assert row.status == "error"
+    assert "bad request" in row.error
+
+
+def test_fallback_chain_records_which_model_answered(store: Store):
+    broken = TestModel([ProviderError("down", status_code=500)] * 3)
+    backup = TestModel(["from the backup"])
+    gw = Gateway(
+        settings=Settings(default_model="main", fallbacks=["backup"]),
+        store=store,
+        providers={"main": broken, "backup": backup},
+        sleep=lambda s: None,
+    )
+    response = gw.chat("hi")
+    assert response.model == "backup"
+    assert response.text == "from the backup"
+    row = store.get(response.id)
+    assert row.requested_model == "main"
+    assert row.model == "backup"
+    assert [a["model"] for a in row.attempts] == ["main", "main", "main", "backup"]
+
+
+def test_every_model_failing_raises_with_each_error(store: Store):
+    gw = Gateway(
+        settings=Settings(
+            default_model="a", fallbacks=["b"], retry=RetrySettings(max_attempts=1)
+        ),
+        store=store,
+        providers={
+            "a": TestModel([ProviderError("a broke", status_code=500)]),
+            "b": TestModel([ProviderError("b broke", status_code=502)]),
+        },
+    )
+    with pytest.raises(AllModelsFailedError) as info:
+        gw.chat("hi")
+    assert set(info.value.errors) == {"a", "b"}
+    assert store.list(1)[0].status == "error"
+
+
+def test_no_retry_once_part_of_the_answer_is_out(store: Store):
+    def flaky(request: ChatRequest):
+        yield "half "
+        raise ProviderError("connection reset", status_code=503)
+
+    fn = FunctionModel(flaky)
+    gw = Gateway(
+        settings=Settings(default_model="fn", fallbacks=["test"]),
+        store=store,
+        providers={"fn": fn, "test": TestModel()},
+        sleep=lambda s: None,
+    )
+    with pytest.raises(ProviderError, match="connection reset"):
+        gw.chat("hi")
+    assert len(fn.requests) == 1
+
+
+def test_unknown_model_suggests_the_closest(gateway: Gateway, store: Store):
+    with pytest.raises(UnknownModelError) as info:
+        gateway.chat("hi", model="local:smollm2")
+    assert info.value.suggestions == ["local:smollm2-135m"]
+    with pytest.raises(UnknownModelError) as info:
+        gateway.chat("hi", model="smollm2-135m")
+    assert "local:smollm2-135m" in info.value.suggestions
+    with pytest.raises(UnknownModelError, match="provider:model"):
+        gateway.chat("hi", model="nothing-like-it")
+    assert store.list(1)[0].status == "error"
+
+
+def test_aliases_resolve_and_loops_are_caught(store: Store):
+    gw = Gateway(
+        settings=Settings(default_model="fast", aliases={"fast": "quick", "quick": "test"}),
+        store=store,
+        providers={"test": TestModel(["hey"])},
+    )
+    assert gw.chat("hi").model == "test"
+    loop = Gateway(
+        settings=Settings(default_model="a", aliases={"a": "b", "b": "a"}),
+        store=store,
+        providers={"test": TestModel()},
+    )
+    with pytest.raises(InvalidRequestError, match="loop"):
+        loop.chat("hi")
+
+
+def test_bad_options_name_the_field(gateway: Gateway):
+    with pytest.raises(InvalidRequestError) as info:
+        gateway.chat("hi", temperature=-1)
+    assert info.value.field == "temperature"
+    with pytest.raises(InvalidRequestError) as info:
+        gateway.chat("hi", max_tokens=0)
+    assert info.value.field == "max_tokens"
+    with pytest.raises(InvalidRequestError, match="empty"):
+        gateway.chat("")
+
+
+def test_system_prompt_and_message_lists(gateway: Gateway, test_model: TestModel):
+    gateway.chat("hi", system="be brief")
+    gateway.chat([Message.user("a"), Message.assistant("b"), Message.user("c")])
+    first, second = test_model.requests
+    assert [m.role for m in first.messages] == ["system", "user"]
+    assert [m.text for m in second.messages] == ["a", "b", "c"]
+
+
+def test_tool_calls_come_back_and_are_recorded(
+    gateway: Gateway, test_model: TestModel, store: Store
+):
+    test_model.replies.append(ToolCall(id="c1", name="add", arguments={"a": 1, "b": 2}))
+    response = gateway.chat("1+2?", tools=[{"name": "add"}])
+    assert response.finish_reason == "tool_calls"
+    assert response.tool_calls[0].arguments == {"a": 1, "b": 2}
+    assert '"name":"add"' in store.get(response.id).response
+
+
+def test_timeout_stops_a_slow_model(store: Store):
+    def slow(request: ChatRequest):
+        import time
+
+        for _ in range(5):
+            time.sleep(0.02)
+            yield "x "
+
+    gw = Gateway(
+        settings=Settings(
+            default_model="fn", retry=RetrySettings(timeout_s=0.01, max_attempts=1)
+        ),
+        store=store,
+        providers={"fn": FunctionModel(slow)},
+    )
+    from outcrop import ProviderTimeoutError
+
+    with pytest.raises(ProviderTimeoutError, match="timeout_s"):
+        gw.chat("hi")
+
+
+def test_async_and_sync_agree(gateway: Gateway, test_model: TestModel):
+    test_model.replies.extend(["same answer", "same answer"])
+    sync = gateway.chat("q", seed=1)
+    asyn = asyncio.run(gateway.achat("q", seed=1))
+    assert (asyn.text, asyn.usage, asyn.model) == (sync.text, sync.usage, sync.model)
