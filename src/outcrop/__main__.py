@@ -1,0 +1,5 @@
+"""``python -m outcrop`` runs the CLI."""
+
+from .cli import main
+
+main()
