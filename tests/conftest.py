@@ -42,4 +42,6 @@ def test_model() -> TestModel:
 def gateway(store: Store, test_model: TestModel) -> Gateway:
     """A gateway whose default model is the test double, with instant back-off."""
     settings = Settings(default_model="test")
-    return Gateway(settings=settings, store=store, providers={"test": test_model}, sleep=lambda s: None)
+    return Gateway(
+        settings=settings, store=store, providers={"test": test_model}, sleep=lambda s: None
+    )

@@ -17,7 +17,9 @@ from outcrop.providers.testing import TestModel
 @pytest.fixture
 def model(monkeypatch: pytest.MonkeyPatch, store: Store) -> TestModel:
     test_model = TestModel(default="a short answer")
-    gw = Gateway(settings=Settings(default_model="test"), store=store, providers={"test": test_model})
+    gw = Gateway(
+        settings=Settings(default_model="test"), store=store, providers={"test": test_model}
+    )
     monkeypatch.setattr(Ctx, "gateway", property(lambda self: gw))
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     return test_model
@@ -41,7 +43,21 @@ def test_prompt_is_the_default_command(model: TestModel, capsys):
 
 
 def test_options_and_system(model: TestModel, capsys):
-    code, _, _ = run(capsys, "-s", "be brief", "-o", "temperature", "0.5", "-o", "stop", "X", "-o", "stop", "Y", "hi")
+    code, _, _ = run(
+        capsys,
+        "-s",
+        "be brief",
+        "-o",
+        "temperature",
+        "0.5",
+        "-o",
+        "stop",
+        "X",
+        "-o",
+        "stop",
+        "Y",
+        "hi",
+    )
     assert code == 0
     request = model.requests[0]
     assert request.temperature == 0.5
@@ -67,7 +83,10 @@ def test_piped_stdin_is_the_prompt(model: TestModel, monkeypatch, capsys):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["-o", "temperature", "-1", "hi"], "temperature: Input should be greater than or equal to 0"),
+        (
+            ["-o", "temperature", "-1", "hi"],
+            "temperature: Input should be greater than or equal to 0",
+        ),
         (["-o", "max_tokens", "0", "hi"], "max_tokens: Input should be greater than or equal to 1"),
         (["-o", "temprature", "1", "hi"], "Unknown option 'temprature'; options: temperature"),
         ([""], "The prompt is empty"),
@@ -76,7 +95,7 @@ def test_piped_stdin_is_the_prompt(model: TestModel, monkeypatch, capsys):
     ],
 )
 def test_bad_input_is_one_clear_line(model: TestModel, capsys, args, message):
-    code, out, err = run(capsys, *args)
+    code, _out, err = run(capsys, *args)
     assert code == 1
     assert message in err
     assert err.startswith("Error: ")
@@ -100,7 +119,7 @@ def test_logs_and_usage(model: TestModel, store: Store, capsys):
     lines = out.strip().splitlines()
     assert lines[0].split()[:3] == ["id", "when", "model"]
     assert len(lines) == 3
-    trace_id = store.list(1)[0].id
+    trace_id = store.recent(1)[0].id
     code, out, _ = run(capsys, "logs", "show", trace_id[:16])
     assert code == 0
     assert "second question" in out and "a short answer" in out
@@ -120,7 +139,11 @@ def test_chat_keeps_history_and_exits(model: TestModel, monkeypatch, capsys):
     assert code == 0
     assert "Your name is Ada." in out
     second = model.requests[1]
-    assert [m.text for m in second.messages] == ["My name is Ada.", "Hello Ada.", "What is my name?"]
+    assert [m.text for m in second.messages] == [
+        "My name is Ada.",
+        "Hello Ada.",
+        "What is my name?",
+    ]
 
 
 def test_chat_reset_forgets(model: TestModel, monkeypatch, capsys):
@@ -142,7 +165,7 @@ def test_models_list(capsys, monkeypatch):
 
 def test_init_writes_a_config_and_refuses_to_overwrite(capsys, tmp_path: Path):
     target = tmp_path / "app"
-    code, out, _ = run(capsys, "init", str(target))
+    code, _out, _ = run(capsys, "init", str(target))
     assert code == 0
     assert (target / "outcrop.toml").is_file()
     code, _, err = run(capsys, "init", str(target))
@@ -151,7 +174,9 @@ def test_init_writes_a_config_and_refuses_to_overwrite(capsys, tmp_path: Path):
 
 def test_malformed_config_names_file_and_line(capsys, tmp_path: Path, monkeypatch):
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
-    (Path.cwd() / "outcrop.toml").write_text('default_model = "local:smollm2-135m"\ntemperature = 2\n')
+    (Path.cwd() / "outcrop.toml").write_text(
+        'default_model = "local:smollm2-135m"\ntemperature = 2\n'
+    )
     code, _, err = run(capsys, "hi")
     assert code == 1
     assert "outcrop.toml:2: temperature: unknown setting" in err

@@ -73,7 +73,7 @@ def test_ctrl_c_stops_the_stream_cleanly(outcrop_home: Path):
     assert proc.returncode == 130
     assert b"Traceback" not in err
     assert b"[stopped]" in err
-    ((status, stream, _, output_tokens),) = _rows(outcrop_home)
+    ((status, _stream, _, output_tokens),) = _rows(outcrop_home)
     assert status == "cancelled"
     assert 0 < output_tokens < 400
 

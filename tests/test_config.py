@@ -45,7 +45,7 @@ def test_the_init_template_loads(tmp_path: Path):
         ('default_model = "x"\nfallbacks = [\n', 2, "not valid TOML"),
         ('default_model = "x"\n\nname = = 3\n', 3, "not valid TOML"),
         ('default_model = "x"\nmodle = "y"\n', 2, "modle: unknown setting"),
-        ('[retry]\nmax_attempts = 0\n', 2, "retry.max_attempts"),
+        ("[retry]\nmax_attempts = 0\n", 2, "retry.max_attempts"),
         ('fallbacks = "local:x"\n', 1, "fallbacks"),
     ],
 )
@@ -62,7 +62,7 @@ def test_malformed_file_names_file_and_line(tmp_path: Path, text: str, line: int
 
 def test_unreadable_file_is_a_clear_error(tmp_path: Path):
     path = tmp_path / "outcrop.toml"
-    path.write_bytes(b"default_model = \"\xff\xfe\"\n")
+    path.write_bytes(b'default_model = "\xff\xfe"\n')
     with pytest.raises(ConfigError, match="cannot read the file"):
         load_settings(path)
     folder = tmp_path / "dir"

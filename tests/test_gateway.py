@@ -44,7 +44,7 @@ def test_streamed_and_plain_calls_record_the_same_usage(
     assert len(pieces) == 4
     assert stream.response is not None
     assert stream.response.usage == plain.usage
-    rows = {r.stream: r for r in store.list()}
+    rows = {r.stream: r for r in store.recent()}
     assert (rows[True].input_tokens, rows[True].output_tokens) == (
         rows[False].input_tokens,
         rows[False].output_tokens,
@@ -121,7 +121,7 @@ def test_client_errors_are_not_retried(gateway: Gateway, test_model: TestModel, 
     with pytest.raises(ProviderError, match="bad request"):
         gateway.chat("hi")
     assert test_model.replies[0] == "never"
-    row = store.list(1)[0]
+    row = store.recent(1)[0]
     assert row.status == "error"
     assert "bad request" in row.error
 
@@ -146,9 +146,7 @@ def test_fallback_chain_records_which_model_answered(store: Store):
 
 def test_every_model_failing_raises_with_each_error(store: Store):
     gw = Gateway(
-        settings=Settings(
-            default_model="a", fallbacks=["b"], retry=RetrySettings(max_attempts=1)
-        ),
+        settings=Settings(default_model="a", fallbacks=["b"], retry=RetrySettings(max_attempts=1)),
         store=store,
         providers={
             "a": TestModel([ProviderError("a broke", status_code=500)]),
@@ -158,7 +156,7 @@ def test_every_model_failing_raises_with_each_error(store: Store):
     with pytest.raises(AllModelsFailedError) as info:
         gw.chat("hi")
     assert set(info.value.errors) == {"a", "b"}
-    assert store.list(1)[0].status == "error"
+    assert store.recent(1)[0].status == "error"
 
 
 def test_no_retry_once_part_of_the_answer_is_out(store: Store):
@@ -187,7 +185,7 @@ def test_unknown_model_suggests_the_closest(gateway: Gateway, store: Store):
     assert "local:smollm2-135m" in info.value.suggestions
     with pytest.raises(UnknownModelError, match="provider:model"):
         gateway.chat("hi", model="nothing-like-it")
-    assert store.list(1)[0].status == "error"
+    assert store.recent(1)[0].status == "error"
 
 
 def test_aliases_resolve_and_loops_are_caught(store: Store):
@@ -244,9 +242,7 @@ def test_timeout_stops_a_slow_model(store: Store):
             yield "x "
 
     gw = Gateway(
-        settings=Settings(
-            default_model="fn", retry=RetrySettings(timeout_s=0.01, max_attempts=1)
-        ),
+        settings=Settings(default_model="fn", retry=RetrySettings(timeout_s=0.01, max_attempts=1)),
         store=store,
         providers={"fn": FunctionModel(slow)},
     )

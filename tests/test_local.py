@@ -56,7 +56,7 @@ def test_stream_and_plain_match_exactly(gw: Gateway, store: Store):
     text = "".join(stream.text())
     assert text == plain.text
     assert stream.response.usage == plain.usage
-    rows = store.list(2)
+    rows = store.recent(2)
     assert {r.stream for r in rows} == {True, False}
     assert rows[0].input_tokens == rows[1].input_tokens
     assert rows[0].output_tokens == rows[1].output_tokens
@@ -227,6 +227,9 @@ def test_rendered_prompt_uses_the_models_template():
     text, tokens = provider.render(
         "smollm2-135m", ChatRequest(messages=[Message.system("S"), Message.user("U")])
     )
-    assert text == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n"
+    assert (
+        text
+        == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n"
+    )
     assert len(tokens) > 5
     assert json.dumps(text)  # plain text, printable

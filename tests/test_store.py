@@ -41,7 +41,7 @@ def test_wal_mode(store: Store):
 def test_record_list_get(store: Store):
     for i in range(3):
         store.record(_row(i))
-    rows = store.list(limit=2)
+    rows = store.recent(limit=2)
     assert [r.id for r in rows] == ["0002abc", "0001abc"]
     assert store.get("0001") == rows[1]
     assert store.get("0001abc").output_tokens == 1

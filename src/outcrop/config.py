@@ -33,8 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .errors import ConfigError
 
 __all__ = [
-    "DEFAULT_MODEL",
     "CONFIG_FILENAME",
+    "DEFAULT_MODEL",
     "RetrySettings",
     "Settings",
     "find_config",

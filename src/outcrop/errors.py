@@ -163,13 +163,13 @@ class AllModelsFailedError(ProviderError):
         super().__init__(f"Every model in the fallback chain failed — {lines}", retryable=False)
 
 
-class ControlFlow(OutcropError):  # noqa: N818 - a family, not an error
+class ControlFlow(OutcropError):
     """Signals between outcrop's parts; not failures."""
 
 
-class ModelRetry(ControlFlow):  # noqa: N818 - named for what it asks
+class ModelRetry(ControlFlow):
     """Raised by a tool or output validator to ask the model to try again."""
 
 
-class StreamCancelled(ControlFlow):  # noqa: N818 - named for what happened
+class StreamCancelled(ControlFlow):
     """The consumer of a stream stopped it before the model finished."""

@@ -23,7 +23,7 @@ import random
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -332,9 +332,7 @@ class Gateway:
         **options: Any,
     ) -> ChatResponse:
         """:meth:`chat` for async code; runs the call on a worker thread."""
-        return await asyncio.to_thread(
-            self.chat, prompt, model=model, system=system, **options
-        )
+        return await asyncio.to_thread(self.chat, prompt, model=model, system=system, **options)
 
     def _start(self, request: ChatRequest, *, stream: bool) -> ChatStream:
         requested = request.model or self.settings.default_model
@@ -346,7 +344,7 @@ class Gateway:
             raise
         return ChatStream(self, run, chain)
 
-    def _events(self, run: _Run, chain: list[ResolvedModel]) -> Iterator[StreamEvent]:
+    def _events(self, run: _Run, chain: list[ResolvedModel]) -> Generator[StreamEvent, None, None]:
         errors: dict[str, BaseException] = {}
         try:
             for resolved in chain:
@@ -387,7 +385,7 @@ class Gateway:
                 return min(float(after), retry.max_delay_s)
             except ValueError:
                 pass
-        delay = min(retry.initial_delay_s * 2 ** (attempt - 1), retry.max_delay_s)
+        delay: float = min(retry.initial_delay_s * 2.0 ** (attempt - 1), retry.max_delay_s)
         return delay * (0.5 + random.random() / 2)  # jitter: half to full delay
 
     def _call_once(self, run: _Run, resolved: ResolvedModel) -> Iterator[StreamEvent]:

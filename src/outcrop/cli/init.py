@@ -25,6 +25,8 @@ def init(folder: Path, force: bool) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / CONFIG_FILENAME
     if path.exists() and not force:
-        raise UserError(f"{path} already exists; edit it, or run `outcrop init --force` to replace it.")
+        raise UserError(
+            f"{path} already exists; edit it, or run `outcrop init --force` to replace it."
+        )
     path.write_text(render_default_config(), encoding="utf-8")
-    click.echo(f"Wrote {path}. Try: outcrop \"What is a token?\"")
+    click.echo(f'Wrote {path}. Try: outcrop "What is a token?"')

@@ -36,7 +36,7 @@ def list_logs(obj: Ctx, count: int, model: str | None, as_json: bool) -> None:
       outcrop logs list -n 5
       outcrop logs show 01a2f3        (an id or its first characters)
     """
-    rows = obj.gateway.store.list(limit=count, model=model)
+    rows = obj.gateway.store.recent(limit=count, model=model)
     if as_json:
         echo_json([r.to_dict() for r in rows])
         return

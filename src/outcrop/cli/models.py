@@ -47,4 +47,6 @@ def list_models(obj: Ctx, as_json: bool) -> None:
         click.echo(f"{mark} {m.id:<{width}}  {m.description}  [{state}]")
     click.echo("\n* the default model. Any GGUF file works too: -m local:/path/to/model.gguf")
     if gateway.settings.aliases:
-        click.echo("Aliases: " + ", ".join(f"{a} → {t}" for a, t in gateway.settings.aliases.items()))
+        click.echo(
+            "Aliases: " + ", ".join(f"{a} → {t}" for a, t in gateway.settings.aliases.items())
+        )

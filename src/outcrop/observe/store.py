@@ -163,7 +163,7 @@ class Store:
         data["attempts"] = json.loads(data["attempts"])
         return TraceRow(**data)
 
-    def list(self, limit: int = 20, model: str | None = None) -> list[TraceRow]:
+    def recent(self, limit: int = 20, model: str | None = None) -> list[TraceRow]:
         """The most recent calls, newest first."""
         sql = "SELECT * FROM traces"
         args: list[Any] = []

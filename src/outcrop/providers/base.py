@@ -54,6 +54,7 @@ class Provider(ABC):
 
     def check_model(self, model: str) -> None:
         """Raise a :class:`~outcrop.errors.UserError` if ``model`` cannot be served."""
+        return None
 
     def cost(self, model: str, usage: Usage) -> float | None:
         """Cost in US dollars of ``usage`` on ``model``; None when unknown."""

@@ -30,7 +30,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, cast
 
 from ..config import home
 from ..errors import (
@@ -41,7 +41,7 @@ from ..errors import (
     ProviderError,
     UnknownModelError,
 )
-from ..types import ChatRequest, Message, StreamEvent, ToolCall, ToolSpec, Usage
+from ..types import ChatRequest, FinishReason, Message, StreamEvent, ToolCall, ToolSpec, Usage
 from .base import ModelInfo, Provider
 
 __all__ = ["PACKAGED_MODELS", "LocalProvider", "PackagedModel", "sha256_file"]
@@ -193,7 +193,7 @@ class LocalProvider(Provider):
     supports_tools = True
     supports_json_schema = True
 
-    _instances: dict[Path, _Loaded] = {}
+    _instances: ClassVar[dict[Path, _Loaded]] = {}
     _instances_lock = threading.Lock()
     _verified = _Verified()
 
@@ -365,7 +365,7 @@ class LocalProvider(Provider):
         messages = [_to_template(m) for m in request.messages]
         if request.tools and request.tool_choice != "none":
             messages = _with_tool_instructions(messages, request)
-        result = loaded.formatter(messages=messages)
+        result = loaded.formatter(messages=cast(Any, messages))
         tokens: list[int] = loaded.llama.tokenize(
             result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True
         )
@@ -453,7 +453,7 @@ class LocalProvider(Provider):
         text = ""  # decoded so far
         sent = 0  # characters of text already emitted
         written = 0
-        finish = "length"
+        finish: FinishReason = "length"
         # In tool modes the output may be a JSON tool call: hold it back until the end.
         hold = tool_mode == "tools"
         undecided = tool_mode == "auto"  # until the first visible character shows which
@@ -507,7 +507,7 @@ class LocalProvider(Provider):
                 )
         if len(text) > sent:
             yield StreamEvent(type="text", text=text[sent:], usage=usage)
-        yield StreamEvent(type="finish", usage=usage, finish_reason=finish)  # type: ignore[arg-type]
+        yield StreamEvent(type="finish", usage=usage, finish_reason=finish)
 
 
 def _pending_stop_prefix(text: str, stops: list[str]) -> int:
@@ -563,8 +563,7 @@ def _with_tool_instructions(
         "You can call these tools:\n"
         + json.dumps(specs, ensure_ascii=False)
         + '\nTo call tools, reply with only JSON: {"tool_calls": [{"name": "<tool name>", '
-        '"arguments": {...}}]}.'
-        + ("" if must else " If no tool is needed, answer in plain text.")
+        '"arguments": {...}}]}.' + ("" if must else " If no tool is needed, answer in plain text.")
     )
     if messages and messages[0]["role"] == "system":
         first = dict(messages[0])
@@ -591,5 +590,7 @@ def _parse_tool_calls(text: str, tools: list[ToolSpec]) -> list[ToolCall]:
         arguments = item.get("arguments") or {}
         if not isinstance(arguments, dict):
             return []
-        calls.append(ToolCall(id=f"call_{uuid.uuid4().hex[:12]}", name=item["name"], arguments=arguments))
+        calls.append(
+            ToolCall(id=f"call_{uuid.uuid4().hex[:12]}", name=item["name"], arguments=arguments)
+        )
     return calls
