@@ -1,0 +1,42 @@
+"""Examples in docs/ run as tests, so the docs cannot drift from the code."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def _python_blocks(page: str) -> list[str]:
+    text = (DOCS / page).read_text(encoding="utf-8")
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+
+
+def test_the_test_double_example_runs():
+    blocks = [b for b in _python_blocks("getting-started.md") if "TestModel" in b]
+    assert len(blocks) == 1
+    exec(compile(blocks[0], "getting-started.md", "exec"), {})
+
+
+@pytest.mark.slow
+def test_the_python_api_example_runs(capsys):
+    blocks = [b for b in _python_blocks("getting-started.md") if "gw.stream(" in b]
+    assert len(blocks) == 1
+    namespace: dict[str, object] = {}
+    exec(compile(blocks[0], "getting-started.md", "exec"), namespace)
+    person = namespace["person"]
+    assert isinstance(person, dict) and {"name", "age"} <= set(person)
+
+
+def test_the_toml_example_loads(tmp_path: Path):
+    from outcrop import load_settings
+
+    text = (DOCS / "getting-started.md").read_text(encoding="utf-8")
+    (block,) = [b for b in re.findall(r"```toml\n(.*?)```", text, flags=re.S)]
+    path = tmp_path / "outcrop.toml"
+    path.write_text(block)
+    settings = load_settings(path)
+    assert settings.fallbacks == ["local:qwen2.5-coder-0.5b"]
