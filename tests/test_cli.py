@@ -180,3 +180,9 @@ def test_malformed_config_names_file_and_line(capsys, tmp_path: Path, monkeypatc
     code, _, err = run(capsys, "hi")
     assert code == 1
     assert "outcrop.toml:2: temperature: unknown setting" in err
+
+
+def test_logs_path(model: TestModel, store: Store, capsys):
+    code, out, _ = run(capsys, "logs", "path")
+    assert code == 0
+    assert out.strip() == str(store.path)

@@ -233,3 +233,20 @@ def test_rendered_prompt_uses_the_models_template():
     )
     assert len(tokens) > 5
     assert json.dumps(text)  # plain text, printable
+
+
+def test_qwen_is_assembled_once_checked_and_answers(gw: Gateway, outcrop_home: Path):
+    """The 0.5B model from its six part packages (installed by the test extra)."""
+    provider = LocalProvider()
+    path = provider.model_path("qwen2.5-coder-0.5b")
+    assert path == outcrop_home / "models" / "qwen2.5-coder-0.5b.gguf"
+    assert path.stat().st_size == PACKAGED_MODELS["qwen2.5-coder-0.5b"].size
+    assert provider.model_path("qwen2.5-coder-0.5b") == path  # not assembled again
+    assert list(path.parent.glob("*.part-*")) == []  # no half-written leftovers
+    response = gw.chat(
+        "What is the capital of France? Answer with one word.",
+        model="local:qwen2.5-coder-0.5b",
+        max_tokens=8,
+        temperature=0,
+    )
+    assert "Paris" in response.text

@@ -132,3 +132,10 @@ def usage(obj: Ctx, days: int | None, as_json: bool) -> None:
         f"{sum(r.errors for r in rows):>6} {total_in:>9,} {total_out:>9,} "
         f"{'$' + format(total_cost, '.4f'):>10}"
     )
+
+
+@logs.command("path")
+@pass_ctx
+def logs_path(obj: Ctx) -> None:
+    """Print where the log database lives (open it with any SQLite tool)."""
+    click.echo(str(obj.gateway.store.path))

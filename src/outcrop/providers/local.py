@@ -145,19 +145,27 @@ class _Verified:
 
     def check(self, path: Path, expected: str) -> None:
         with self._lock:
-            key = self._key(path)
-            if self._load().get(key) == expected:
+            if self._load().get(self._key(path)) == expected:
                 return
             actual = sha256_file(path)
             if actual != expected:
                 raise ChecksumError(path, expected, actual)
-            data = self._load()
-            data[key] = expected
-            target = self._file()
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_suffix(".tmp")
-            tmp.write_text(json.dumps(data, indent=1))
-            tmp.replace(target)
+            self._remember(path, expected)
+
+    def remember(self, path: Path, digest: str) -> None:
+        """Record a file whose digest was just computed (e.g. while assembling it)."""
+        with self._lock:
+            self._remember(path, digest)
+
+    def _remember(self, path: Path, expected: str) -> None:
+        key = self._key(path)
+        data = self._load()
+        data[key] = expected
+        target = self._file()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        tmp.replace(target)
 
 
 class _Loaded:
@@ -307,6 +315,7 @@ class LocalProvider(Provider):
             if digest.hexdigest() != spec.sha256:
                 raise ChecksumError(target, spec.sha256, digest.hexdigest())
             tmp.replace(target)  # atomic: a crash never leaves a half-written model
+            self._verified.remember(target, spec.sha256)
         finally:
             tmp.unlink(missing_ok=True)
         return target
