@@ -92,7 +92,10 @@ def main() -> None:
             order = ("outcrop", "raw") if (round_ + i) % 2 == 0 else ("raw", "outcrop")
             result: dict[str, tuple] = {}
             for side in order:
-                result[side] = run_outcrop(prompt, seed) if side == "outcrop" else run_raw(prompt, seed)
+                if side == "outcrop":
+                    result[side] = run_outcrop(prompt, seed)
+                else:
+                    result[side] = run_raw(prompt, seed)
             o_ttft, o_dec, tokens, o_text = result["outcrop"]
             r_ttft, r_dec, r_text = result["raw"]
             # Same seed, same settings: the same tokens. Decode speed counts the tokens after
