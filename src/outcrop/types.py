@@ -9,6 +9,7 @@ silent default.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
@@ -26,7 +27,9 @@ __all__ = [
     "ChatOptions",
     "ChatRequest",
     "ChatResponse",
+    "EmbeddingResponse",
     "FinishReason",
+    "ImageResponse",
     "Message",
     "ResponseFormat",
     "Role",
@@ -151,6 +154,10 @@ class Usage(_Model):
 
     input_tokens: int = Field(default=0, ge=0)
     output_tokens: int = Field(default=0, ge=0)
+    estimated: bool = Field(
+        default=False,
+        description="True when the provider reported no usage and outcrop estimated it.",
+    )
 
     @property
     def total_tokens(self) -> int:
@@ -160,6 +167,7 @@ class Usage(_Model):
         return Usage(
             input_tokens=self.input_tokens + other.input_tokens,
             output_tokens=self.output_tokens + other.output_tokens,
+            estimated=self.estimated or other.estimated,
         )
 
 
@@ -254,6 +262,25 @@ class ChatResponse(_Model):
                 f"The answer is not valid JSON ({exc.msg} at position {exc.pos}); ask for "
                 "response_format json_schema to constrain the model's output."
             ) from None
+
+
+class EmbeddingResponse(_Model):
+    """Vectors for the texts of one embedding call, in order."""
+
+    id: str
+    model: str
+    vectors: list[list[float]]
+    usage: Usage = Field(default_factory=Usage)
+    cost_usd: float | None = None
+
+
+class ImageResponse(_Model):
+    """Files written by one image-generation call."""
+
+    id: str
+    model: str
+    paths: list[Path]
+    cost_usd: float | None = None
 
 
 class StreamEvent(_Model):

@@ -49,9 +49,14 @@ def _m001_traces(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX traces_model ON traces(model, started_at)")
 
 
+def _m002_usage_estimated(db: sqlite3.Connection) -> None:
+    db.execute("ALTER TABLE traces ADD COLUMN usage_estimated INTEGER NOT NULL DEFAULT 0")
+
+
 # Named and ordered; each applied once and recorded in _migrations.
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("001_traces", _m001_traces),
+    ("002_usage_estimated", _m002_usage_estimated),
 ]
 
 
@@ -77,7 +82,8 @@ class TraceRow:
     attempts: list[dict[str, Any]] = field(default_factory=list)
     response: str | None = None
     parent_id: str | None = None
-    kind: str = "chat"
+    kind: str = "chat"  # chat | embedding | image
+    usage_estimated: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -148,6 +154,7 @@ class Store:
     def record(self, row: TraceRow) -> None:
         data = row.to_dict()
         data["stream"] = int(row.stream)
+        data["usage_estimated"] = int(row.usage_estimated)
         data["request"] = json.dumps(row.request, ensure_ascii=False)
         data["attempts"] = json.dumps(row.attempts, ensure_ascii=False)
         columns = ", ".join(data)
@@ -159,6 +166,7 @@ class Store:
     def _row(r: sqlite3.Row) -> TraceRow:
         data = dict(r)
         data["stream"] = bool(data["stream"])
+        data["usage_estimated"] = bool(data["usage_estimated"])
         data["request"] = json.loads(data["request"])
         data["attempts"] = json.loads(data["attempts"])
         return TraceRow(**data)

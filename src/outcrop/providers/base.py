@@ -19,9 +19,25 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from ..errors import InvalidRequestError
 from ..types import ChatRequest, StreamEvent, Usage
 
-__all__ = ["ModelInfo", "Provider"]
+__all__ = ["EmbeddingResult", "ImageResult", "ModelInfo", "Provider"]
+
+
+@dataclass
+class EmbeddingResult:
+    """One vector per input text, in order, and the tokens read."""
+
+    vectors: list[list[float]]
+    usage: Usage
+
+
+@dataclass
+class ImageResult:
+    """Generated images as encoded bytes (PNG or JPEG as the provider sends them)."""
+
+    images: list[bytes]
 
 
 @dataclass(frozen=True)
@@ -45,8 +61,14 @@ class Provider(ABC):
     supports_json_schema: bool = False
 
     @abstractmethod
-    def stream(self, model: str, request: ChatRequest) -> Iterator[StreamEvent]:
-        """Yield the answer's events; the last one is ``finish`` with exact usage."""
+    def stream(
+        self, model: str, request: ChatRequest, *, plain: bool = False
+    ) -> Iterator[StreamEvent]:
+        """Yield the answer's events; the last one is ``finish`` with exact usage.
+
+        ``plain=True`` says the caller collects the whole answer anyway, so a
+        provider may use its non-streaming API (same events, fewer of them).
+        """
 
     def models(self) -> list[ModelInfo]:
         """The models this provider knows (installed or installable)."""
@@ -58,6 +80,19 @@ class Provider(ABC):
 
     def cost(self, model: str, usage: Usage) -> float | None:
         """Cost in US dollars of ``usage`` on ``model``; None when unknown."""
+        return None
+
+    def embed(self, model: str, texts: list[str]) -> EmbeddingResult:
+        """Embed ``texts``; providers without embeddings say so."""
+        raise InvalidRequestError(f"{self.name}:{model} does not make embeddings", field="model")
+
+    def generate_image(
+        self, model: str, prompt: str, *, size: str, count: int, seed: int | None
+    ) -> ImageResult:
+        """Generate images; providers without image models say so."""
+        raise InvalidRequestError(f"{self.name}:{model} does not generate images", field="model")
+
+    def image_cost(self, model: str, count: int) -> float | None:
         return None
 
     def count_tokens(self, model: str, text: str) -> int | None:

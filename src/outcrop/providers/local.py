@@ -380,7 +380,9 @@ class LocalProvider(Provider):
         )
         return result.prompt, tokens
 
-    def stream(self, model: str, request: ChatRequest) -> Iterator[StreamEvent]:
+    def stream(
+        self, model: str, request: ChatRequest, *, plain: bool = False
+    ) -> Iterator[StreamEvent]:
         loaded = self.load(model)
         llama = loaded.llama
         grammar, tool_mode = self._grammar(request)

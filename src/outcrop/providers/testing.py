@@ -50,7 +50,9 @@ class _Double(Provider):
     def _reply(self, request: ChatRequest) -> Reply | Iterable[str]:
         raise NotImplementedError
 
-    def stream(self, model: str, request: ChatRequest) -> Iterator[StreamEvent]:
+    def stream(
+        self, model: str, request: ChatRequest, *, plain: bool = False
+    ) -> Iterator[StreamEvent]:
         self.requests.append(request)
         reply = self._reply(request)
         if isinstance(reply, BaseException):
