@@ -186,3 +186,30 @@ def test_logs_path(model: TestModel, store: Store, capsys):
     code, out, _ = run(capsys, "logs", "path")
     assert code == 0
     assert out.strip() == str(store.path)
+
+
+def test_stdin_that_is_not_utf8_still_works(model: TestModel, monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin", io.StringIO("caf\udce9 menu"))  # how Python keeps a bad byte
+    code, _, err = run(capsys, "Translate:")
+    assert code == 0, err
+    assert model.requests[0].messages[-1].text.startswith("caf\ufffd menu")
+
+
+def test_a_damaged_database_is_one_clear_line(capsys, monkeypatch, outcrop_home: Path):
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    outcrop_home.mkdir(parents=True, exist_ok=True)
+    (outcrop_home / "outcrop.db").write_bytes(b"this is not sqlite" * 100)
+    code, _, err = run(capsys, "logs")
+    assert code == 1
+    assert "is not a usable outcrop database" in err and "Move it aside" in err
+    assert "Traceback" not in err
+
+
+def test_home_that_is_a_file_is_one_clear_line(capsys, monkeypatch, tmp_path: Path):
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    monkeypatch.setenv("OUTCROP_HOME", str(blocker))
+    code, _, err = run(capsys, "logs")
+    assert code == 1
+    assert "is not a folder" in err

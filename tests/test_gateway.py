@@ -257,3 +257,138 @@ def test_async_and_sync_agree(gateway: Gateway, test_model: TestModel):
     sync = gateway.chat("q", seed=1)
     asyn = asyncio.run(gateway.achat("q", seed=1))
     assert (asyn.text, asyn.usage, asyn.model) == (sync.text, sync.usage, sync.model)
+
+
+def test_a_dropped_stream_is_recorded(gateway: Gateway, store: Store):
+    stream = gateway.stream("never read")
+    trace_id = stream.trace_id
+    del stream
+    assert store.get(trace_id).status == "cancelled"
+
+
+def test_collect_after_close_says_so(gateway: Gateway):
+    from outcrop import StreamCancelled
+
+    stream = gateway.stream("hi")
+    stream.close()
+    with pytest.raises(StreamCancelled):
+        stream.collect()
+
+
+def _slow_first(delays: list[float]):
+    def fn(request: ChatRequest):
+        import time
+
+        time.sleep(delays.pop(0) if delays else 0)
+        yield "answer"
+
+    return FunctionModel(fn)
+
+
+def test_a_timeout_before_the_first_token_is_retried(store: Store):
+    model = _slow_first([0.2, 0.0])
+    gw = Gateway(
+        settings=Settings(default_model="fn", retry=RetrySettings(timeout_s=0.1, max_attempts=2)),
+        store=store,
+        providers={"fn": model},
+        sleep=lambda s: None,
+    )
+    response = gw.chat("hi")
+    assert response.text == "answer"
+    row = store.get(response.id)
+    assert [a["error"] is None for a in row.attempts] == [False, True]
+    assert "did not finish within" in row.attempts[0]["error"]
+
+
+def test_a_timeout_falls_back(store: Store):
+    gw = Gateway(
+        settings=Settings(
+            default_model="slow",
+            fallbacks=["test"],
+            retry=RetrySettings(timeout_s=0.05, max_attempts=1),
+        ),
+        store=store,
+        providers={"slow": _slow_first([0.2]), "test": TestModel(["backup"])},
+    )
+    response = gw.chat("hi")
+    assert (response.model, response.text) == ("test", "backup")
+
+
+def test_a_slow_reader_is_not_a_slow_model(store: Store):
+    import time
+
+    gw = Gateway(
+        settings=Settings(default_model="test", retry=RetrySettings(timeout_s=0.05)),
+        store=store,
+        providers={"test": TestModel(["a b c d"])},
+    )
+    stream = gw.stream("hi")
+    for _ in stream:
+        time.sleep(0.03)  # the reader dawdles; the model was quick
+    assert stream.response is not None
+    assert store.get(stream.trace_id).status == "ok"
+
+
+def test_a_broken_fallback_setting_does_not_break_calls(store: Store):
+    gw = Gateway(
+        settings=Settings(default_model="test", fallbacks=["local:/no/such/model.gguf"]),
+        store=store,
+        providers={"test": TestModel(["fine"])},
+    )
+    assert gw.chat("hi").text == "fine"
+    failing = Gateway(
+        settings=Settings(
+            default_model="a",
+            fallbacks=["local:/no/such/model.gguf", "b"],
+            retry=RetrySettings(max_attempts=1),
+        ),
+        store=store,
+        providers={
+            "a": TestModel([ProviderError("down", status_code=500)]),
+            "b": TestModel(["from b"]),
+        },
+    )
+    response = failing.chat("hi")
+    assert response.model == "b"
+    attempts = store.get(response.id).attempts
+    assert [a["model"] for a in attempts] == ["a", "local:/no/such/model.gguf", "b"]
+    assert "does not exist" in attempts[1]["error"]
+
+
+@pytest.mark.parametrize("header", ["-1", "nan", "Wed, 21 Oct 2015 07:28:00 GMT"])
+def test_odd_retry_after_values_fall_back_to_backoff(store: Store, header: str):
+    sleeps: list[float] = []
+    err = ProviderError("busy", status_code=429, headers={"retry-after": header})
+    gw = Gateway(
+        settings=Settings(default_model="test"),
+        store=store,
+        providers={"test": TestModel([err, "ok"])},
+        sleep=sleeps.append,
+    )
+    assert gw.chat("hi").text == "ok"
+    assert len(sleeps) == 1 and 0 <= sleeps[0] <= 0.5
+
+
+def test_close_from_another_thread_stops_the_reader(store: Store):
+    import threading
+    import time
+
+    def endless(request: ChatRequest):
+        while True:
+            time.sleep(0.005)
+            yield "more "
+
+    gw = Gateway(
+        settings=Settings(default_model="fn"), store=store, providers={"fn": FunctionModel(endless)}
+    )
+    stream = gw.stream("go")
+    seen: list[str] = []
+    reader = threading.Thread(target=lambda: seen.extend(stream.text()))
+    reader.start()
+    time.sleep(0.05)
+    stream.close()
+    reader.join(timeout=5)
+    assert not reader.is_alive()
+    row = store.get(stream.trace_id)
+    assert row.status == "cancelled"
+    assert row.output_tokens == len(seen) > 0

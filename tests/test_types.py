@@ -87,3 +87,8 @@ def test_request_round_trips_through_json():
         response_format={"type": "json_schema", "json_schema": {"type": "object"}},
     )
     assert ChatRequest.model_validate_json(req.model_dump_json()) == req
+
+
+def test_text_must_be_valid_unicode():
+    with pytest.raises(ValidationError, match="lone surrogate"):
+        Message.user("bad \udcff byte")

@@ -51,7 +51,17 @@ def home() -> Path:
     """outcrop's data directory, created on first use."""
     env = os.environ.get("OUTCROP_HOME")
     path = Path(env).expanduser() if env else Path(platformdirs.user_data_dir("outcrop"))
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ConfigError(
+            f"outcrop's home {path} is not a folder; point OUTCROP_HOME at a folder"
+        ) from None
+    except PermissionError:
+        raise ConfigError(
+            f"cannot create outcrop's home {path} (permission denied); set OUTCROP_HOME to a "
+            "folder you can write"
+        ) from None
     return path
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import difflib
 import json
+import math
 import random
 import secrets
 import threading
@@ -38,6 +39,7 @@ from .errors import (
     OutcropError,
     ProviderError,
     ProviderTimeoutError,
+    StreamCancelled,
     UnknownModelError,
 )
 from .observe.store import Store, TraceRow
@@ -152,6 +154,8 @@ class _Run:
     finish_reason: FinishReason | None = None
     attempts: list[_Attempt] = field(default_factory=list)
     recorded: bool = False
+    cancel: threading.Event = field(default_factory=threading.Event)
+    record_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class ChatStream:
@@ -161,11 +165,10 @@ class ChatStream:
     is then recorded as ``cancelled`` with the tokens generated so far.
     """
 
-    def __init__(self, gateway: Gateway, run: _Run, chain: list[ResolvedModel]):
+    def __init__(self, gateway: Gateway, run: _Run, primary: ResolvedModel):
         self._gateway = gateway
         self._run = run
-        self._gen = gateway._events(run, chain)
-        self._started = False
+        self._gen = gateway._events(run, primary)
         self.response: ChatResponse | None = None
 
     @property
@@ -176,7 +179,6 @@ class ChatStream:
         return self
 
     def __next__(self) -> StreamEvent:
-        self._started = True
         event = next(self._gen)
         if event.type == "finish":
             self.response = self._gateway._response(self._run)
@@ -192,14 +194,29 @@ class ChatStream:
         """Read the stream to its end and return the whole response."""
         for _ in self:
             pass
-        assert self.response is not None
+        if self.response is None:
+            raise StreamCancelled("The stream was closed before the model finished.")
         return self.response
 
     def close(self) -> None:
-        """Stop the call; records it as cancelled if it had not finished."""
-        self._gen.close()
-        if not self._run.recorded:
-            self._gateway._record(self._run, status="cancelled", error="closed before it started")
+        """Stop the call; it is recorded as cancelled if it had not finished.
+
+        Safe from any thread: a stream being read elsewhere stops at its next token.
+        """
+        self._run.cancel.set()
+        try:
+            self._gen.close()
+        except ValueError:
+            return  # running in another thread: it sees the flag and stops there
+        self._gateway._record(self._run, status="cancelled", error="closed before it finished")
+
+    def __del__(self) -> None:
+        # A stream dropped without close() must not hold the model or go unrecorded.
+        try:
+            if not self._run.recorded:
+                self.close()
+        except Exception:
+            pass
 
     def __enter__(self) -> ChatStream:
         return self
@@ -289,15 +306,9 @@ class Gateway:
             close = [k for k in known if k.split(":", 1)[-1] == model_id][:2]
         return close
 
-    def chain(self, model_id: str | None) -> list[ResolvedModel]:
-        """The model and its fallbacks, in order (fallbacks apply to the default model)."""
-        primary = self.resolve(model_id)
-        chain = [primary]
-        for fallback in self.settings.fallbacks:
-            resolved = self.resolve(fallback)
-            if resolved.id not in {m.id for m in chain}:
-                chain.append(resolved)
-        return chain
+    def fallbacks(self, primary: ResolvedModel) -> list[str]:
+        """The fallback ids tried after ``primary``, in order (resolved only when needed)."""
+        return [f for f in self.settings.fallbacks if f != primary.id]
 
     def count_tokens(self, text: str, model: str | None = None) -> int:
         """Tokens in ``text`` for the model's own tokenizer."""
@@ -538,16 +549,27 @@ class Gateway:
         requested = request.model or self.settings.default_model
         run = _Run(trace_id=new_id(), request=request, requested=requested, stream=stream)
         try:
-            chain = self.chain(request.model)
+            primary = self.resolve(request.model)
         except OutcropError as exc:
             self._record(run, status="error", error=str(exc))
             raise
-        return ChatStream(self, run, chain)
+        return ChatStream(self, run, primary)
 
-    def _events(self, run: _Run, chain: list[ResolvedModel]) -> Generator[StreamEvent, None, None]:
+    def _events(self, run: _Run, primary: ResolvedModel) -> Generator[StreamEvent, None, None]:
         errors: dict[str, BaseException] = {}
+        candidates: list[ResolvedModel | str] = [primary, *self.fallbacks(primary)]
         try:
-            for resolved in chain:
+            for candidate in candidates:
+                if isinstance(candidate, str):
+                    try:
+                        resolved = self.resolve(candidate)
+                    except OutcropError as exc:
+                        # A broken fallback setting is reported, not fatal to the call.
+                        run.attempts.append(_Attempt(model=candidate, error=str(exc)))
+                        errors[candidate] = exc
+                        continue
+                else:
+                    resolved = candidate
                 run.model = resolved
                 retry = self.settings.retry
                 for attempt in range(1, retry.max_attempts + 1):
@@ -564,9 +586,12 @@ class Gateway:
                         if not exc.retryable or attempt == retry.max_attempts:
                             break
                         self._sleep(self._backoff(attempt, exc))
-            if len(chain) == 1:
+            if len(errors) == 1:
                 raise next(iter(errors.values()))
             raise AllModelsFailedError(errors)
+        except StreamCancelled:
+            self._record(run, status="cancelled", error="stopped by the caller")
+            return
         except GeneratorExit:
             self._record(run, status="cancelled", error="stopped by the caller")
             raise
@@ -582,18 +607,35 @@ class Gateway:
         after = exc.headers.get("retry-after") or exc.headers.get("Retry-After")
         if after:
             try:
-                return min(float(after), retry.max_delay_s)
+                seconds = float(after)
             except ValueError:
-                pass
+                seconds = math.nan  # an HTTP date or junk: use the back-off below
+            if math.isfinite(seconds):
+                return min(max(seconds, 0.0), retry.max_delay_s)
         delay: float = min(retry.initial_delay_s * 2.0 ** (attempt - 1), retry.max_delay_s)
         return delay * (0.5 + random.random() / 2)  # jitter: half to full delay
 
     def _call_once(self, run: _Run, resolved: ResolvedModel) -> Iterator[StreamEvent]:
+        """One attempt on one model. The timeout counts the provider's time, not the reader's."""
         timeout = self.settings.retry.timeout_s
-        deadline = time.perf_counter() + timeout
-        events = resolved.provider.stream(resolved.name, run.request, plain=not run.stream)
+        spent = 0.0
+        events = iter(resolved.provider.stream(resolved.name, run.request, plain=not run.stream))
         try:
-            for event in events:
+            while True:
+                if run.cancel.is_set():
+                    raise StreamCancelled("stopped by the caller")
+                began = time.perf_counter()
+                try:
+                    event = next(events)
+                except StopIteration:
+                    break
+                spent += time.perf_counter() - began
+                if spent > timeout:
+                    raise ProviderTimeoutError(
+                        f"{resolved.id} did not finish within {timeout:g} s; raise "
+                        "[retry] timeout_s in outcrop.toml or lower max_tokens",
+                        model=resolved.id,
+                    )
                 if event.usage is not None:
                     run.usage = event.usage
                 if event.type == "finish":
@@ -601,6 +643,8 @@ class Gateway:
                     self._record(run, status="ok")
                     yield event.model_copy(update={"model": resolved.id, "usage": run.usage})
                     return
+                if event.type == "text" and not event.text:
+                    continue  # progress only: tokens counted while output is held back
                 if run.first_token_at is None:
                     run.first_token_at = time.perf_counter()
                 if event.type == "text":
@@ -608,12 +652,6 @@ class Gateway:
                 elif event.tool_call is not None:
                     run.tool_calls.append(event.tool_call)
                 yield event
-                if time.perf_counter() > deadline:
-                    raise ProviderTimeoutError(
-                        f"{resolved.id} did not finish within {timeout:g} s; raise "
-                        "[retry] timeout_s in outcrop.toml or lower max_tokens",
-                        model=resolved.id,
-                    )
         finally:
             close = getattr(events, "close", None)
             if close is not None:
@@ -648,9 +686,10 @@ class Gateway:
         return run.model.provider.cost(run.model.name, run.usage)
 
     def _record(self, run: _Run, *, status: str, error: str | None = None) -> None:
-        if run.recorded:
-            return
-        run.recorded = True
+        with run.record_lock:
+            if run.recorded:
+                return
+            run.recorded = True
         finish = run.finish_reason if status == "ok" else status if status == "cancelled" else None
         text = "".join(run.text)
         response: str | None = text

@@ -56,6 +56,18 @@ class TextPart(_Model):
     type: Literal["text"] = "text"
     text: str
 
+    @field_validator("text")
+    @classmethod
+    def _valid_unicode(cls, value: str) -> str:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(
+                f"the text is not valid Unicode (a lone surrogate at position {exc.start}); "
+                "decode input bytes as UTF-8 with errors='replace'"
+            ) from None
+        return value
+
 
 class ToolCall(_Model):
     """A model's request to call one tool with arguments."""

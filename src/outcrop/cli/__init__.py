@@ -6,6 +6,7 @@ Set ``OUTCROP_RAISE_ERRORS=1`` to let exceptions propagate with their traceback.
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
 from typing import Any
 
@@ -84,5 +85,11 @@ def main(argv: list[str] | None = None) -> Any:
             raise
         click.echo("\nInterrupted.", err=True)
         sys.exit(130)
+    except (OSError, sqlite3.Error) as exc:
+        # The machine said no (a path, a permission, a damaged database): one line, not a trace.
+        if raise_errors:
+            raise
+        click.secho(f"Error: {exc.__class__.__name__}: {exc}", fg="red", err=True)
+        sys.exit(1)
     except BrokenPipeError:
         sys.exit(0)

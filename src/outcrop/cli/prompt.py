@@ -13,6 +13,11 @@ from ..types import Message
 from ._common import Ctx, echo_json, model_options, parse_options, pass_ctx
 
 
+def _clean(text: str) -> str:
+    """Bytes that were not UTF-8 (kept as surrogates by Python) become U+FFFD."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def _print_stream(stream: ChatStream) -> Message | None:
     """Print a stream as it arrives; Ctrl-C stops it cleanly. Returns the answer, if it finished."""
     try:
@@ -63,10 +68,10 @@ def prompt(
     as_json: bool,
 ) -> None:
     """Send one prompt to a model and stream the answer (the default command)."""
-    question = " ".join(text)
+    question = _clean(" ".join(text))
     stdin = sys.stdin
     if stdin is not None and not stdin.isatty():
-        piped = stdin.read()
+        piped = _clean(stdin.read())
         question = f"{piped}\n\n{question}" if question and piped.strip() else piped or question
     if not question.strip():
         raise InvalidRequestError(
@@ -123,7 +128,7 @@ def chat(
         if command == "/help":
             click.echo("/exit leaves, /reset forgets the conversation, Ctrl-C stops an answer.")
             continue
-        history.append(Message.user(line))
+        history.append(Message.user(_clean(line)))
         stream = gateway.stream(history, model=model, **opts)
         answer = _print_stream(stream)
         if answer is None:

@@ -28,6 +28,7 @@ import os
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, cast
@@ -173,6 +174,7 @@ class _Loaded:
         self.llama = llama
         self.path = path
         self.lock = threading.Lock()
+        self.owner: int | None = None  # the thread generating now
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         model = llama._model
@@ -192,6 +194,24 @@ class _Loaded:
             bos_token=model.token_get_text(bos) if bos != -1 else "",
             stop_token_ids=[eos],
         )
+
+
+@contextmanager
+def _exclusive(loaded: _Loaded, model: str) -> Iterator[None]:
+    """Hold the model for one generation; other threads wait their turn (FIFO enough)."""
+    me = threading.get_ident()
+    if loaded.owner == me:
+        raise InvalidRequestError(
+            f"A stream on local:{model} is still open in this thread; read it to the end or "
+            "close() it before the next call to the same model.",
+            field="model",
+        )
+    with loaded.lock:
+        loaded.owner = me
+        try:
+            yield
+        finally:
+            loaded.owner = None
 
 
 class LocalProvider(Provider):
@@ -356,7 +376,7 @@ class LocalProvider(Provider):
 
     def count_tokens(self, model: str, text: str) -> int | None:
         loaded = self.load(model)
-        with loaded.lock:
+        with _exclusive(loaded, model):
             return len(loaded.llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
     def cost(self, model: str, usage: Usage) -> float | None:
@@ -367,7 +387,7 @@ class LocalProvider(Provider):
     def render(self, model: str, request: ChatRequest) -> tuple[str, list[int]]:
         """The prompt text the model sees, and its tokens."""
         loaded = self.load(model)
-        with loaded.lock:
+        with _exclusive(loaded, model):
             return self._render(loaded, request)
 
     def _render(self, loaded: _Loaded, request: ChatRequest) -> tuple[str, list[int]]:
@@ -386,7 +406,7 @@ class LocalProvider(Provider):
         loaded = self.load(model)
         llama = loaded.llama
         grammar, tool_mode = self._grammar(request)
-        with loaded.lock:
+        with _exclusive(loaded, model):
             _, prompt = self._render(loaded, request)
             n_ctx = llama.n_ctx()
             if len(prompt) >= n_ctx:
@@ -428,19 +448,12 @@ class LocalProvider(Provider):
                 names = [request.tool_choice.name]
             tools = [t for t in request.tools if t.name in names]
             schema = _tool_calls_schema(tools)
-            return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False), "tools"
+            return _schema_grammar(schema, "tools[].parameters"), "tools"
         if request.tools and request.tool_choice == "auto":
             return None, "auto"
         fmt = request.response_format
         if fmt is not None and fmt.type == "json_schema" and fmt.json_schema:
-            try:
-                grammar = LlamaGrammar.from_json_schema(json.dumps(fmt.json_schema), verbose=False)
-            except (ValueError, KeyError, TypeError, RecursionError) as exc:
-                raise InvalidRequestError(
-                    f"response_format.json_schema cannot be turned into a grammar: {exc}",
-                    field="response_format.json_schema",
-                ) from None
-            return grammar, "text"
+            return _schema_grammar(fmt.json_schema, "response_format.json_schema"), "text"
         if fmt is not None and fmt.type == "json_object":
             return LlamaGrammar.from_string(JSON_GBNF, verbose=False), "text"
         return None, "text"
@@ -458,7 +471,8 @@ class LocalProvider(Provider):
         import llama_cpp
 
         vocab = llama._model.vocab
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        # errors="ignore": the same text llama-cpp-python returns for the same tokens.
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="ignore")
         stops = request.stop
         longest_stop = max((len(s) for s in stops), default=0)
         text = ""  # decoded so far
@@ -491,11 +505,13 @@ class LocalProvider(Provider):
                         yield StreamEvent(type="text", text=text[sent:cut], usage=usage)
                         sent = cut
                     break
-                if not hold and not undecided:
-                    safe = len(text) - _pending_stop_prefix(text, stops)
-                    if safe > sent:
-                        yield StreamEvent(type="text", text=text[sent:safe], usage=usage)
-                        sent = safe
+                safe = len(text) - _pending_stop_prefix(text, stops)
+                if not hold and not undecided and safe > sent:
+                    yield StreamEvent(type="text", text=text[sent:safe], usage=usage)
+                    sent = safe
+                else:
+                    # Nothing to show yet (held back): report the tokens, for exact partial usage.
+                    yield StreamEvent(type="text", text="", usage=usage)
                 if written >= max_tokens:
                     finish = "length"
                     break
@@ -513,12 +529,32 @@ class LocalProvider(Provider):
                 yield StreamEvent(type="finish", usage=usage, finish_reason="tool_calls")
                 return
             if tool_mode == "tools":
+                if finish == "length":
+                    raise ProviderError(
+                        f"The local model's tool call was cut off at max_tokens ({written}); "
+                        "raise max_tokens.",
+                        retryable=False,
+                    )
                 raise ProviderError(
-                    "The local model's tool call did not parse: " + text[:200], retryable=True
+                    "The local model's tool call did not parse: " + text[:200],
+                    retryable=request.seed is None,  # the same seed would fail the same way
                 )
         if len(text) > sent:
             yield StreamEvent(type="text", text=text[sent:], usage=usage)
         yield StreamEvent(type="finish", usage=usage, finish_reason=finish)
+
+
+def _schema_grammar(schema: dict[str, Any], where: str) -> Any:
+    from llama_cpp.llama_grammar import LlamaGrammar
+
+    try:
+        return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+    except Exception as exc:  # llama-cpp-python raises several kinds, AssertionError included
+        raise InvalidRequestError(
+            f"{where} cannot be turned into a grammar ({exc.__class__.__name__}: {exc}); "
+            "simplify the schema (local $refs, no remote references)",
+            field=where,
+        ) from None
 
 
 def _pending_stop_prefix(text: str, stops: list[str]) -> int:
