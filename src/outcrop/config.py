@@ -99,6 +99,13 @@ class EndpointSettings(BaseModel):
     region: str | None = Field(default=None, description="AWS region (bedrock api).")
     profile: str | None = Field(default=None, description="AWS profile (bedrock api).")
     headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers.")
+    json_schema_mode: Literal["json_schema", "json_object"] = Field(
+        default="json_schema",
+        description=(
+            "How to ask for JSON-schema output: OpenAI's json_schema (vLLM, Ollama, OpenAI), "
+            "or json_object with a schema field (llama-cpp-python's server)."
+        ),
+    )
 
 
 BUILTIN_ENDPOINTS: dict[str, EndpointSettings] = {

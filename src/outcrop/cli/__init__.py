@@ -14,7 +14,9 @@ import click
 
 from ..errors import OutcropError
 from ._common import Ctx, DefaultGroup
+from .image import image
 from .init import init
+from .keys import keys
 from .logs import logs, usage
 from .models import models
 from .prompt import chat, prompt
@@ -60,6 +62,8 @@ cli.add_command(models)
 cli.add_command(logs)
 cli.add_command(usage)
 cli.add_command(init)
+cli.add_command(keys)
+cli.add_command(image)
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -66,7 +66,9 @@ def to_openai_messages(messages: list[Message]) -> list[dict[str, Any]]:
     return out
 
 
-def _request_body(model: str, request: ChatRequest) -> dict[str, Any]:
+def _request_body(
+    model: str, request: ChatRequest, json_schema_mode: str = "json_schema"
+) -> dict[str, Any]:
     body: dict[str, Any] = {"model": model, "messages": to_openai_messages(request.messages)}
     for name in ("temperature", "top_p", "max_tokens", "seed"):
         value = getattr(request, name)
@@ -93,7 +95,9 @@ def _request_body(model: str, request: ChatRequest) -> dict[str, Any]:
             else {"type": "function", "function": {"name": choice.name}}
         )
     fmt = request.response_format
-    if fmt is not None and fmt.type == "json_schema":
+    if fmt is not None and fmt.type == "json_schema" and json_schema_mode == "json_object":
+        body["response_format"] = {"type": "json_object", "schema": fmt.json_schema}
+    elif fmt is not None and fmt.type == "json_schema":
         body["response_format"] = {
             "type": "json_schema",
             "json_schema": {"name": "output", "schema": fmt.json_schema, "strict": False},
@@ -255,7 +259,7 @@ class OpenAIProvider(Provider):
         import openai
         import pydantic
 
-        body = _request_body(model, request)
+        body = _request_body(model, request, self.endpoint.json_schema_mode)
         if plain:
             try:
                 completion = self.client().chat.completions.create(**body)
@@ -271,6 +275,7 @@ class OpenAIProvider(Provider):
             raise self._error(exc, model) from None
         usage: Usage | None = None
         finish: FinishReason = "stop"
+        finished = False
         pending: dict[int, _PendingCall] = {}
         written: list[str] = []
         try:
@@ -290,13 +295,25 @@ class OpenAIProvider(Provider):
                         if tc.id:
                             call.id = tc.id
                         if tc.function is not None:
-                            if tc.function.name:
-                                call.name += tc.function.name
+                            name = tc.function.name
+                            # OpenAI sends the name once; some servers repeat it in every delta.
+                            if name and name != call.name:
+                                call.name += name
                             if tc.function.arguments:
                                 call.arguments.append(tc.function.arguments)
                     if choice.finish_reason:
                         finish = _FINISH.get(choice.finish_reason, "stop")
+                        finished = True
         except openai.APIError as exc:
+            if isinstance(exc, openai.APIConnectionError) and not isinstance(
+                exc, openai.APITimeoutError
+            ):
+                raise ProviderError(
+                    f"The stream from {self.name} ({self.base_url}) broke off: "
+                    f"{exc.__cause__ or exc}",
+                    model=f"{self.name}:{model}",
+                    retryable=True,
+                ) from None
             raise self._error(exc, model) from None
         except (pydantic.ValidationError, json.JSONDecodeError, ValueError) as exc:
             raise ProviderError(
@@ -308,6 +325,14 @@ class OpenAIProvider(Provider):
             close = getattr(chunks, "close", None)
             if close is not None:
                 close()
+        if not finished and usage is None:
+            # No finish reason and no usage: the connection ended mid-answer.
+            raise ProviderError(
+                f"The stream from {self.name} ({self.base_url}) broke off before the model "
+                "finished",
+                model=f"{self.name}:{model}",
+                retryable=True,
+            )
         for index in sorted(pending):
             call = pending[index]
             raw = "".join(call.arguments) or "{}"
