@@ -422,5 +422,5 @@ def test_every_model_failing_lists_each(store: Store, fake: FakeOpenAI):
         fallbacks=["test"],
         providers={"test": TestModel([ProviderError("down too", status_code=503)])},
     )
-    with pytest.raises(AllModelsFailedError, match="srv:smollm2.*test"):
+    with pytest.raises(AllModelsFailedError, match=r"srv:smollm2.*test"):
         gw.chat("hi")
