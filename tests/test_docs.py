@@ -40,3 +40,19 @@ def test_the_toml_example_loads(tmp_path: Path):
     path.write_text(block)
     settings = load_settings(path)
     assert settings.fallbacks == ["local:qwen2.5-coder-0.5b"]
+
+
+def test_every_toml_example_in_remote_models_loads(tmp_path: Path):
+    from outcrop import load_settings
+
+    text = (DOCS / "remote-models.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```toml\n(.*?)```", text, flags=re.S)
+    assert len(blocks) == 3
+    for i, block in enumerate(blocks):
+        path = tmp_path / f"{i}.toml"
+        path.write_text(block)
+        settings = load_settings(path)
+        assert settings.endpoints["openai"].key_env == "OPENAI_API_KEY"
+    assert (
+        load_settings(tmp_path / "0.toml").endpoints["llamacpp"].json_schema_mode == "json_object"
+    )

@@ -424,3 +424,18 @@ def test_every_model_failing_lists_each(store: Store, fake: FakeOpenAI):
     )
     with pytest.raises(AllModelsFailedError, match=r"srv:smollm2.*test"):
         gw.chat("hi")
+
+
+def test_cost_is_the_same_streamed_or_plain(store: Store, fake: FakeOpenAI, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    endpoints = {**BUILTIN_ENDPOINTS}
+    endpoints["openai"] = BUILTIN_ENDPOINTS["openai"].model_copy(update={"base_url": fake.base_url})
+    gw = Gateway(settings=Settings(endpoints=endpoints), store=store)
+    plain = gw.chat("hi", model="openai:gpt-4o-mini-2024-07-18")
+    stream = gw.stream("hi", model="openai:gpt-4o-mini-2024-07-18")
+    stream.collect()
+    expected = (11 * 0.15 + 5 * 0.60) / 1e6
+    assert plain.cost_usd == pytest.approx(expected)
+    assert stream.response.cost_usd == pytest.approx(expected)
+    costs = [r.cost_usd for r in store.recent(2)]
+    assert costs == [pytest.approx(expected)] * 2

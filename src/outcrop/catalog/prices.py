@@ -10,7 +10,7 @@ from importlib import resources
 
 from ..types import Usage
 
-__all__ = ["Price", "cost", "image_cost", "price", "prices"]
+__all__ = ["Price", "cost", "describe", "image_cost", "price", "prices"]
 
 _DATED = re.compile(r"-\d{4}-\d{2}-\d{2}$")
 _REGION_PREFIX = re.compile(r"^(us|eu|apac|us-gov|global)\.")
@@ -46,6 +46,15 @@ def prices() -> dict[tuple[str, str], Price]:
                 source=p["source"],
             )
     return out
+
+
+def describe(p: Price) -> str:
+    """A price in words, for listings."""
+    if p.image is not None:
+        return f"${p.image:g} per image"
+    if not p.output:
+        return f"${p.input:g} per 1M input tokens"
+    return f"${p.input:g} in / ${p.output:g} out per 1M tokens"
 
 
 def price(api: str, model: str) -> Price | None:

@@ -23,7 +23,7 @@ def list_models(obj: Ctx, as_json: bool) -> None:
       outcrop models list --json
     """
     gateway = obj.gateway
-    infos = sorted(gateway.models(), key=lambda m: (not m.installed, m.id))
+    infos = sorted(gateway.models(), key=lambda m: (m.remote, not m.installed, m.id))
     default = gateway.settings.default_model
     if as_json:
         echo_json(
@@ -31,6 +31,7 @@ def list_models(obj: Ctx, as_json: bool) -> None:
                 {
                     "id": m.id,
                     "installed": m.installed,
+                    "remote": m.remote,
                     "default": m.id == default,
                     "description": m.description,
                     "how_to_install": m.how_to_install,
@@ -43,9 +44,16 @@ def list_models(obj: Ctx, as_json: bool) -> None:
     width = max(len(m.id) for m in infos)
     for m in infos:
         mark = "*" if m.id == default else " "
-        state = "installed" if m.installed else f"not installed — {m.how_to_install}"
+        if m.remote:
+            state = "remote" if m.installed else f"remote — {m.how_to_install}"
+        else:
+            state = "installed" if m.installed else f"not installed — {m.how_to_install}"
         click.echo(f"{mark} {m.id:<{width}}  {m.description}  [{state}]")
-    click.echo("\n* the default model. Any GGUF file works too: -m local:/path/to/model.gguf")
+    click.echo(
+        "\n* the default model. Any GGUF file works too: -m local:/path/to/model.gguf\n"
+        "Any model of an OpenAI-compatible server: add [endpoints.NAME] to outcrop.toml, "
+        "then -m NAME:model. Prices: catalog/data/prices.toml (dated, with sources)."
+    )
     if gateway.settings.aliases:
         click.echo(
             "Aliases: " + ", ".join(f"{a} → {t}" for a, t in gateway.settings.aliases.items())

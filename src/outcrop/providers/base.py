@@ -47,8 +47,9 @@ class ModelInfo:
     id: str
     provider: str
     description: str = ""
-    installed: bool = True
+    installed: bool = True  # usable now, as far as outcrop can tell
     how_to_install: str = ""
+    remote: bool = False
     details: dict[str, str] = field(default_factory=dict)
 
 

@@ -245,17 +245,14 @@ class BedrockProvider(Provider):
         return sorted(model for (api, model) in prices() if api == "bedrock")
 
     def models(self) -> list[ModelInfo]:
+        from ..catalog.prices import describe as _price_text
         from ..catalog.prices import price
 
         out = []
         for model in self._known():
             p = price("bedrock", model)
             assert p is not None
-            description = (
-                f"${p.image:g} per image"
-                if p.image is not None
-                else f"${p.input:g} / ${p.output:g} per 1M tokens in / out"
-            )
+            description = _price_text(p)
             out.append(
                 ModelInfo(
                     id=f"{self.name}:{model}",
@@ -263,6 +260,7 @@ class BedrockProvider(Provider):
                     description=description,
                     installed=True,
                     how_to_install="enable it under Model access in the Bedrock console",
+                    remote=True,
                 )
             )
         return out

@@ -179,17 +179,17 @@ class OpenAIProvider(Provider):
     def models(self) -> list[ModelInfo]:
         if self.name != "openai":
             return []
+        from ..catalog.prices import describe as _price_text
         from ..catalog.prices import prices
 
         return [
             ModelInfo(
                 id=f"openai:{model}",
                 provider="openai",
-                description=f"${p.input:g} / ${p.output:g} per 1M tokens in / out"
-                if p.image is None
-                else f"${p.image:g} per image",
+                description=_price_text(p),
                 installed=resolve_key("openai", self.endpoint, self._explicit_key) is not None,
                 how_to_install="set OPENAI_API_KEY or run `outcrop keys set openai`",
+                remote=True,
             )
             for (api, model), p in prices().items()
             if api == "openai"
