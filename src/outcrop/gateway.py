@@ -57,7 +57,14 @@ from .types import (
     validation_error,
 )
 
-__all__ = ["ChatStream", "Gateway", "ResolvedModel", "new_id"]
+__all__ = [
+    "ChatStream",
+    "Gateway",
+    "RenderedPrompt",
+    "ResolvedModel",
+    "TraceInfo",
+    "new_id",
+]
 
 _MAX_ALIAS_DEPTH = 8
 T = TypeVar("T")
@@ -127,6 +134,29 @@ def build_request(
 
 
 @dataclass
+class RenderedPrompt:
+    """A request as its model reads it."""
+
+    model: str
+    messages: list[Message]
+    text: str | None  # the template-applied prompt, when the provider can tell
+    tokens: int
+    estimated: bool
+    message_tokens: list[int]
+    context_window: int | None
+
+
+@dataclass(frozen=True)
+class TraceInfo:
+    """Where a call sits: its parent trace (a chain or agent run) and the prompt behind it."""
+
+    parent_id: str | None = None
+    prompt_name: str | None = None
+    prompt_version: int | None = None
+    kind: str = "chat"
+
+
+@dataclass
 class _Attempt:
     model: str
     error: str | None = None
@@ -154,6 +184,7 @@ class _Run:
     finish_reason: FinishReason | None = None
     attempts: list[_Attempt] = field(default_factory=list)
     recorded: bool = False
+    trace: TraceInfo = field(default_factory=lambda: TraceInfo())
     cancel: threading.Event = field(default_factory=threading.Event)
     record_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -318,6 +349,33 @@ class Gateway:
             raise InvalidRequestError(f"{resolved.id} cannot count tokens", field="model")
         return count
 
+    def render(self, request: ChatRequest) -> RenderedPrompt:
+        """What the model reads for ``request``: exact text and tokens where the provider can
+        tell (local models: their own chat template), else an estimate of about four
+        characters a token."""
+        resolved = self.resolve(request.model)
+        provider = resolved.provider
+        exact = provider.render(resolved.name, request)
+        per_message: list[int] = []
+        for message in request.messages:
+            count = provider.count_tokens(resolved.name, message.text)
+            per_message.append(count if count is not None else (len(message.text) + 3) // 4)
+        if exact is not None:
+            text, tokens = exact
+            total, estimated = len(tokens), False
+        else:
+            text = None
+            total, estimated = sum(per_message) + 4 * len(request.messages), True
+        return RenderedPrompt(
+            model=resolved.id,
+            messages=request.messages,
+            text=text,
+            tokens=total,
+            estimated=estimated,
+            message_tokens=per_message,
+            context_window=provider.context_window(resolved.name),
+        )
+
     # -- calls --------------------------------------------------------------
 
     def stream(
@@ -326,11 +384,12 @@ class Gateway:
         *,
         model: str | None = None,
         system: str | None = None,
+        trace: TraceInfo | None = None,
         **options: Any,
     ) -> ChatStream:
         """Start a streamed call. The call is recorded when the stream ends or is closed."""
         request = build_request(prompt, model=model, system=system, **options)
-        return self._start(request, stream=True)
+        return self._start(request, stream=True, trace=trace)
 
     def chat(
         self,
@@ -338,11 +397,16 @@ class Gateway:
         *,
         model: str | None = None,
         system: str | None = None,
+        trace: TraceInfo | None = None,
         **options: Any,
     ) -> ChatResponse:
-        """Make a call and return the whole response (the stream, collected)."""
+        """Make a call and return the whole response (the stream, collected).
+
+        ``trace`` links the call to its parent (a chain, an agent run) and to the
+        prompt name and version that produced it.
+        """
         request = build_request(prompt, model=model, system=system, **options)
-        stream = self._start(request, stream=False)
+        stream = self._start(request, stream=False, trace=trace)
         try:
             return stream.collect()
         finally:
@@ -545,9 +609,17 @@ class Gateway:
         )
         return trace_id
 
-    def _start(self, request: ChatRequest, *, stream: bool) -> ChatStream:
+    def _start(
+        self, request: ChatRequest, *, stream: bool, trace: TraceInfo | None = None
+    ) -> ChatStream:
         requested = request.model or self.settings.default_model
-        run = _Run(trace_id=new_id(), request=request, requested=requested, stream=stream)
+        run = _Run(
+            trace_id=new_id(),
+            request=request,
+            requested=requested,
+            stream=stream,
+            trace=trace or TraceInfo(),
+        )
         try:
             primary = self.resolve(request.model)
         except OutcropError as exc:
@@ -718,5 +790,9 @@ class Gateway:
             request=run.request.model_dump(mode="json", exclude_defaults=True),
             response=response,
             usage_estimated=run.usage.estimated,
+            parent_id=run.trace.parent_id,
+            kind=run.trace.kind,
+            prompt_name=run.trace.prompt_name,
+            prompt_version=run.trace.prompt_version,
         )
         self.store.record(row)

@@ -20,6 +20,8 @@ from .keys import keys
 from .logs import logs, usage
 from .models import models
 from .prompt import chat, prompt
+from .prompts import prompts
+from .tokens import tokens
 
 __all__ = ["cli", "main"]
 
@@ -64,6 +66,8 @@ cli.add_command(usage)
 cli.add_command(init)
 cli.add_command(keys)
 cli.add_command(image)
+cli.add_command(prompts)
+cli.add_command(tokens)
 
 
 def main(argv: list[str] | None = None) -> Any:

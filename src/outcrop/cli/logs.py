@@ -77,7 +77,14 @@ def show_log(obj: Ctx, trace_id: str, as_json: bool) -> None:
     click.echo(f"when:      {_when(row.started_at)}")
     click.echo(f"model:     {row.model or '-'} (asked for {row.requested_model})")
     click.echo(f"status:    {row.status}" + (f" — {row.error}" if row.error else ""))
-    click.echo(f"finish:    {row.finish_reason or '-'}    streamed: {row.stream}")
+    click.echo(
+        f"finish:    {row.finish_reason or '-'}    streamed: {row.stream}    kind: {row.kind}"
+    )
+    if row.prompt_name:
+        version = f"@{row.prompt_version}" if row.prompt_version is not None else ""
+        click.echo(f"prompt:    {row.prompt_name}{version}")
+    if row.parent_id:
+        click.echo(f"parent:    {row.parent_id}")
     click.echo(
         f"tokens:    {row.input_tokens} in, {row.output_tokens} out    "
         f"cost: ${row.cost_usd or 0:.6f}"

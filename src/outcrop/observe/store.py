@@ -55,10 +55,56 @@ def _m002_usage_estimated(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE traces ADD COLUMN usage_estimated INTEGER NOT NULL DEFAULT 0")
 
 
+def _m003_prompts(db: sqlite3.Connection) -> None:
+    db.execute("ALTER TABLE traces ADD COLUMN prompt_name TEXT")
+    db.execute("ALTER TABLE traces ADD COLUMN prompt_version INTEGER")
+    db.execute("CREATE INDEX traces_parent ON traces(parent_id)")
+    db.execute(
+        """
+        CREATE TABLE prompt_versions (
+            name TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            hash TEXT NOT NULL,
+            content TEXT NOT NULL,
+            source TEXT,
+            path TEXT,
+            created_at REAL NOT NULL,
+            author TEXT,
+            note TEXT,
+            PRIMARY KEY (name, version),
+            UNIQUE (name, hash)
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE prompt_labels (
+            name TEXT NOT NULL,
+            label TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            moved_at REAL NOT NULL,
+            PRIMARY KEY (name, label)
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE prompt_label_moves (
+            name TEXT NOT NULL,
+            label TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            previous INTEGER,
+            moved_at REAL NOT NULL
+        )
+        """
+    )
+
+
 # Named and ordered; each applied once and recorded in _migrations.
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("001_traces", _m001_traces),
     ("002_usage_estimated", _m002_usage_estimated),
+    ("003_prompts", _m003_prompts),
 ]
 
 
@@ -84,8 +130,10 @@ class TraceRow:
     attempts: list[dict[str, Any]] = field(default_factory=list)
     response: str | None = None
     parent_id: str | None = None
-    kind: str = "chat"  # chat | embedding | image
+    kind: str = "chat"  # chat | embedding | image | chain
     usage_estimated: bool = False
+    prompt_name: str | None = None
+    prompt_version: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -227,3 +275,106 @@ class Store:
         sql += " GROUP BY day, model ORDER BY day DESC, model"
         with self._lock:
             return [UsageRow(**dict(r)) for r in self._db.execute(sql, args)]
+
+    # -- prompt versions ----------------------------------------------------
+
+    def prompt_names(self) -> list[str]:
+        with self._lock:
+            return [
+                r[0]
+                for r in self._db.execute("SELECT DISTINCT name FROM prompt_versions ORDER BY name")
+            ]
+
+    def prompt_versions(self, name: str) -> list[dict[str, Any]]:
+        """Every version of a prompt, oldest first."""
+        with self._lock:
+            return [
+                dict(r)
+                for r in self._db.execute(
+                    "SELECT * FROM prompt_versions WHERE name = ? ORDER BY version", (name,)
+                )
+            ]
+
+    def add_prompt_version(
+        self,
+        *,
+        name: str,
+        content_hash: str,
+        content: str,
+        source: str | None,
+        path: str | None,
+        author: str | None,
+        note: str | None,
+        created_at: float,
+    ) -> tuple[int, bool]:
+        """Record a version unless one with this hash exists; returns (version, created)."""
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT version FROM prompt_versions WHERE name = ? AND hash = ?",
+                (name, content_hash),
+            ).fetchone()
+            if row is not None:
+                return int(row[0]), False
+            latest = db.execute(
+                "SELECT coalesce(max(version), 0) FROM prompt_versions WHERE name = ?", (name,)
+            ).fetchone()[0]
+            version = int(latest) + 1
+            db.execute(
+                "INSERT INTO prompt_versions (name, version, hash, content, source, path, "
+                "created_at, author, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (name, version, content_hash, content, source, path, created_at, author, note),
+            )
+            return version, True
+
+    def prompt_labels(self, name: str) -> dict[str, int]:
+        with self._lock:
+            return {
+                r["label"]: int(r["version"])
+                for r in self._db.execute(
+                    "SELECT label, version FROM prompt_labels WHERE name = ? ORDER BY label",
+                    (name,),
+                )
+            }
+
+    def move_prompt_label(self, name: str, label: str, version: int, moved_at: float) -> int | None:
+        """Point ``label`` at ``version``; returns the version it pointed at before."""
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT version FROM prompt_labels WHERE name = ? AND label = ?", (name, label)
+            ).fetchone()
+            previous = int(row[0]) if row is not None else None
+            db.execute(
+                "INSERT INTO prompt_labels (name, label, version, moved_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(name, label) DO UPDATE SET version = excluded.version, "
+                "moved_at = excluded.moved_at",
+                (name, label, version, moved_at),
+            )
+            db.execute(
+                "INSERT INTO prompt_label_moves (name, label, version, previous, moved_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (name, label, version, previous, moved_at),
+            )
+            return previous
+
+    def prompt_label_moves(self, name: str, label: str) -> list[dict[str, Any]]:
+        """How a label moved, newest first."""
+        with self._lock:
+            return [
+                dict(r)
+                for r in self._db.execute(
+                    "SELECT * FROM prompt_label_moves WHERE name = ? AND label = ? "
+                    "ORDER BY moved_at DESC, rowid DESC",
+                    (name, label),
+                )
+            ]
+
+    def children(self, parent_id: str) -> list[TraceRow]:
+        """The calls made under one trace (a chain's steps), in order."""
+        with self._lock:
+            return [
+                self._row(r)
+                for r in self._db.execute(
+                    "SELECT * FROM traces WHERE parent_id = ? ORDER BY started_at, rowid",
+                    (parent_id,),
+                )
+            ]

@@ -99,3 +99,15 @@ class Provider(ABC):
     def count_tokens(self, model: str, text: str) -> int | None:
         """Tokens in ``text`` for ``model``'s tokenizer; None when the provider cannot tell."""
         return None
+
+    def tokenize(self, model: str, text: str) -> list[tuple[int, str]] | None:
+        """``text`` as (token id, piece) pairs; None when the provider has no tokenizer."""
+        return None
+
+    def render(self, model: str, request: ChatRequest) -> tuple[str, list[int]] | None:
+        """The exact text and tokens the model reads for ``request``, when known."""
+        return None
+
+    def context_window(self, model: str) -> int | None:
+        """How many tokens the model reads and writes in one call, when known."""
+        return None

@@ -384,6 +384,26 @@ class LocalProvider(Provider):
 
     # -- generation ---------------------------------------------------------
 
+    def context_window(self, model: str) -> int | None:
+        return int(self.load(model).llama.n_ctx())
+
+    def tokenize(self, model: str, text: str) -> list[tuple[int, str]] | None:
+        loaded = self.load(model)
+        with _exclusive(loaded, model):
+            llama = loaded.llama
+            ids = llama.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+            out = []
+            pending = b""
+            for token in ids:
+                pending += llama.detokenize([token])
+                try:
+                    piece = pending.decode("utf-8")
+                    pending = b""
+                except UnicodeDecodeError:
+                    piece = ""  # part of a character that the next token completes
+                out.append((int(token), piece))
+            return out
+
     def render(self, model: str, request: ChatRequest) -> tuple[str, list[int]]:
         """The prompt text the model sees, and its tokens."""
         loaded = self.load(model)
