@@ -56,3 +56,26 @@ def test_every_toml_example_in_remote_models_loads(tmp_path: Path):
     assert (
         load_settings(tmp_path / "0.toml").endpoints["llamacpp"].json_schema_mode == "json_object"
     )
+
+
+def test_prompt_guide_python_examples_run():
+    blocks = _python_blocks("prompts.md")
+    runnable = [b for b in blocks if "Gateway()" not in b]
+    assert len(runnable) == 3
+    namespace: dict[str, object] = {}  # the page reads top to bottom: later blocks use earlier ones
+    for block in runnable:
+        exec(compile(block, "prompts.md", "exec"), namespace)
+
+
+def test_prompt_guide_files_load(tmp_path: Path):
+    from outcrop.prompts import Chain, load_file
+
+    text = (DOCS / "prompts.md").read_text(encoding="utf-8")
+    prompt_block, chain_block = re.findall(r"```toml\n(.*?)```", text, flags=re.S)
+    (tmp_path / "support.toml").write_text(prompt_block)
+    support = load_file(tmp_path / "support.toml").prompt
+    assert support is not None and support.options.temperature == 0.2
+    assert support.messages({"question": "q"})[-1].text.startswith("Context:\nReturns")
+    (tmp_path / "brief.toml").write_text(chain_block)
+    chain = load_file(tmp_path / "brief.toml").chain
+    assert isinstance(chain, Chain) and [s.output for s in chain.steps] == ["facts", "headline"]

@@ -64,7 +64,7 @@ _FACTUAL = re.compile(
     re.I,
 )
 _FORMAT_WORDS = re.compile(
-    r"\b(bullet|bullets|list|json|table|sentence|sentences|paragraph|paragraphs|words|lines|"
+    r"\b(bullet|bullets|list|json|table|sentence|sentences|paragraph|paragraphs|"
     r"markdown|csv|yaml|one word|numbered)\b",
     re.I,
 )
