@@ -81,7 +81,7 @@ def test_run_records_name_and_version(model: TestModel, store: Store, capsys):
 def test_run_with_a_typo_in_a_variable(model: TestModel, capsys):
     code, _, err = run(capsys, "prompts", "run", "support", "--var", "qestion=x")
     assert code == 1
-    assert "did you mean 'question'?" in err
+    assert "Did you mean 'question' for 'qestion'?" in err
 
 
 def test_bad_var_syntax(model: TestModel, capsys):

@@ -146,27 +146,26 @@ class Prompt(_Model):
         used = self.used_variables()
         unused = sorted(set(given) - used)
         if unused:
-            hints = []
-            for name in unused:
-                close = difflib.get_close_matches(name, sorted(used), n=1, cutoff=0.6)
-                hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-            where = ", ".join(sorted(used)) or "none"
+            suggestions = [
+                f"Did you mean {close[0]!r} for {name!r}?"
+                for name in unused
+                if (close := difflib.get_close_matches(name, sorted(used), n=1, cutoff=0.6))
+            ]
+            uses = ", ".join(sorted(used)) or "no variables"
             raise InvalidRequestError(
-                f"Variable {', '.join(hints)} is not used by the prompt"
-                f"{' ' + repr(self.name) if self.name else ''}; it uses: {where}.",
+                f"Unknown variable {', '.join(repr(n) for n in unused)}: the prompt"
+                f"{' ' + repr(self.name) if self.name else ''} does not use it. "
+                + " ".join(suggestions)
+                + f" The prompt uses: {uses}.",
                 field="variables",
             )
         bound = {k: v.default for k, v in self.variables.items() if v.default is not None}
         bound.update(given)
         missing = sorted(used - set(bound))
         if missing:
-            parts = []
-            for name in missing:
-                close = difflib.get_close_matches(name, sorted(given), n=1, cutoff=0.6)
-                parts.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
             raise InvalidRequestError(
-                f"Missing variable {', '.join(parts)}: give it with --var NAME=VALUE "
-                "(Python: variables={...}) or a default under [variables].",
+                f"Missing variable {', '.join(repr(n) for n in missing)}: give it with "
+                "--var NAME=VALUE (Python: a dict of values) or a default under [variables].",
                 field="variables",
             )
         return bound
