@@ -461,6 +461,36 @@ class Gateway:
             cost_usd=cost,
         )
 
+    def yes_no(self, conversations: Sequence[Sequence[Message]], *, model: str) -> list[float]:
+        """Score each conversation by the model's logit of "Yes" minus "No" as its next word
+        (one trace row, kind ``score``). Local models only: remote APIs do not expose logits."""
+        resolved = self.resolve(model)
+        judge = getattr(resolved.provider, "yes_no", None)
+        if judge is None:
+            raise InvalidRequestError(
+                f"{resolved.id} cannot score Yes/No (it needs the model's logits); use a local "
+                "model, e.g. local:qwen2.5-coder-0.5b",
+                field="model",
+            )
+        items = [list(c) for c in conversations]
+        request = {"model": model, "conversations": len(items)}
+        scores, attempts, started, t0 = self._with_retries(
+            resolved, lambda: judge(resolved.name, items), kind="score", request=request
+        )
+        self._record_call(
+            kind="score",
+            resolved=resolved,
+            requested=model,
+            started=started,
+            t0=t0,
+            attempts=attempts,
+            usage=Usage(),
+            cost=0.0,
+            request=request,
+            response=json.dumps([round(s, 4) for s in scores]),
+        )
+        return list(scores)
+
     def generate_image(
         self,
         prompt: str,

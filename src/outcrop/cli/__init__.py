@@ -16,6 +16,7 @@ from ..errors import OutcropError
 from ._common import Ctx, DefaultGroup
 from .image import image
 from .init import init
+from .kb import kb
 from .keys import keys
 from .logs import logs, usage
 from .models import models
@@ -68,6 +69,7 @@ cli.add_command(keys)
 cli.add_command(image)
 cli.add_command(prompts)
 cli.add_command(tokens)
+cli.add_command(kb)
 
 
 def main(argv: list[str] | None = None) -> Any:

