@@ -56,9 +56,7 @@ def load_split(split: str) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
 
 
 def ndcg_at(ranking: list[str], relevant: dict[str, int], k: int = 10) -> float:
-    dcg = sum(
-        (2 ** relevant.get(d, 0) - 1) / math.log2(i + 2) for i, d in enumerate(ranking[:k])
-    )
+    dcg = sum((2 ** relevant.get(d, 0) - 1) / math.log2(i + 2) for i, d in enumerate(ranking[:k]))
     ideal = sorted(relevant.values(), reverse=True)[:k]
     idcg = sum((2**r - 1) / math.log2(i + 2) for i, r in enumerate(ideal))
     return dcg / idcg if idcg else 0.0
@@ -70,21 +68,24 @@ def recall_at(ranking: list[str], relevant: dict[str, int], k: int = 100) -> flo
     return hits / total if total else 0.0
 
 
-def documents_of(results) -> list[str]:  # noqa: ANN001 - SearchResult list
+def documents_of(results) -> list[str]:
     seen: dict[str, None] = {}
     for r in results:
         seen.setdefault(r.chunk.source, None)
     return list(seen)
 
 
-def evaluate(kb, queries, qrels, **search) -> dict[str, float]:  # noqa: ANN001
+def evaluate(kb, queries, qrels, **search) -> dict[str, float]:
     ndcgs, recalls = [], []
     for qid, text in queries.items():
         results = kb.search(text, k=300, candidates=300, **search)
         ranking = documents_of(results)
         ndcgs.append(ndcg_at(ranking, qrels[qid]))
         recalls.append(recall_at(ranking, qrels[qid]))
-    return {"ndcg@10": round(statistics.fmean(ndcgs), 4), "recall@100": round(statistics.fmean(recalls), 4)}
+    return {
+        "ndcg@10": round(statistics.fmean(ndcgs), 4),
+        "recall@100": round(statistics.fmean(recalls), 4),
+    }
 
 
 def main() -> None:
@@ -154,8 +155,15 @@ def main() -> None:
         reranker = LLMReranker(gateway, args.rerank_model)
         subset = dict(list(test_q.items())[: args.rerank_queries])
         started = time.perf_counter()
-        with_rerank = evaluate(kb, subset, test_rels, mode="hybrid", dense_weight=best_weight,
-                               rerank=reranker, rerank_top=args.rerank_top)
+        with_rerank = evaluate(
+            kb,
+            subset,
+            test_rels,
+            mode="hybrid",
+            dense_weight=best_weight,
+            rerank=reranker,
+            rerank_top=args.rerank_top,
+        )
         seconds = time.perf_counter() - started
         without = evaluate(kb, subset, test_rels, mode="hybrid", dense_weight=best_weight)
         rerank = {
@@ -191,7 +199,7 @@ def main() -> None:
     )
 
 
-def synthetic_index(kb, queries: dict[str, str], size: int) -> dict[str, float]:  # noqa: ANN001
+def synthetic_index(kb, queries: dict[str, str], size: int) -> dict[str, float]:
     """A knowledge base of ``size`` chunks built from SciFact's own (text, vector) pairs with
     small noise, so BM25 and vectors behave like real ones; no re-embedding needed."""
     from outcrop.rag import KnowledgeBase
@@ -212,8 +220,9 @@ def synthetic_index(kb, queries: dict[str, str], size: int) -> dict[str, float]:
             noisy = matrix[i] + rng.normal(0, 0.02, matrix.shape[1]).astype(np.float32)
             noisy /= np.linalg.norm(noisy)
             chunk = NewChunk(0, row.text, 0, len(row.text), [], row.tokens)
-            batch.append(("synthetic", f"{row.source}-{made}", "h", row.title, {}, row.text,
-                          [chunk]))
+            batch.append(
+                ("synthetic", f"{row.source}-{made}", "h", row.title, {}, row.text, [chunk])
+            )
             vectors.append(noisy)
             made += 1
             if len(batch) == 5000:

@@ -525,20 +525,20 @@ class KnowledgeBase:
             )
             final = {cid: scores[cid].get("rerank", final[cid]) for cid in ranked}
         if mmr is not None and len(ranked) > k:
-            if query_vector is None:
-                query_vector = self.embedder.embed_query(query)
-            ranked = self._mmr(query_vector, ranked[: max(4 * k, 20)], k, mmr)
+            pool_ids = ranked[: max(4 * k, 20)]
+            relevance = _minmax({cid: final[cid] for cid in pool_ids})
+            ranked = self._mmr([relevance[cid] for cid in pool_ids], pool_ids, k, mmr)
         top = ranked[:k]
         rows = self.store.chunks(top)
         return [SearchResult(chunk=rows[cid], score=final[cid], scores=scores[cid]) for cid in top]
 
-    def _mmr(
-        self, query_vector: npt.NDArray[np.float32], ids: list[int], k: int, lam: float
-    ) -> list[int]:
+    def _mmr(self, scores: list[float], ids: list[int], k: int, lam: float) -> list[int]:
+        """Maximal marginal relevance: each pick trades relevance (the final score, scaled
+        to 0–1) against similarity to the picks before it."""
         if not 0.0 <= lam <= 1.0:
             raise InvalidRequestError("mmr must be within 0 and 1", field="mmr")
         vectors = self.store.chunk_vectors(ids, self.embedder.dimensions)
-        relevance = vectors @ query_vector
+        relevance = np.asarray(scores, dtype=np.float32)
         chosen: list[int] = []
         left = list(range(len(ids)))
         while left and len(chosen) < k:
@@ -617,8 +617,14 @@ class KnowledgeBase:
             {"sources": "\n\n".join(blocks), "question": question}, model=model
         )
         response = self.gateway.chat(request, trace=TraceInfo(prompt_name=f"kb:{self.name}"))
+        cited = sorted({int(m) for m in re.findall(r"\[(\d+)\]", response.text)})
+        inferred = False
+        if not [n for n in cited if 1 <= n <= len(relevant)]:
+            # The model cited nothing usable: attribute by overlap of words, and say so.
+            cited = _attribute(response.text, [r.chunk.text for r in relevant])
+            inferred = bool(cited)
         citations = []
-        for n in sorted({int(m) for m in re.findall(r"\[(\d+)\]", response.text)}):
+        for n in cited:
             if 1 <= n <= len(relevant):
                 hit = relevant[n - 1]
                 c = hit.chunk
@@ -631,6 +637,7 @@ class KnowledgeBase:
                         end=c.end,
                         score=hit.score,
                         text=c.text,
+                        inferred=inferred,
                     )
                 )
         return Answer(
