@@ -121,9 +121,11 @@ def main() -> None:
     ingest = {
         "documents": len(docs),
         "chunks": report.chunks,
-        "tokens": report.tokens,
+        "chunk_tokens": report.tokens,
+        "embedded_tokens": report.embedded_tokens,
         "seconds": round(report.seconds, 1),
-        "tokens_per_s": round(report.tokens / report.seconds),
+        "tokens_per_s": round(report.embedded_tokens / report.seconds),
+        "chunk_tokens_per_s": round(report.tokens / report.seconds),
         "chunks_per_s": round(report.chunks / report.seconds, 1),
     }
 

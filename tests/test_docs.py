@@ -79,3 +79,20 @@ def test_prompt_guide_files_load(tmp_path: Path):
     (tmp_path / "brief.toml").write_text(chain_block)
     chain = load_file(tmp_path / "brief.toml").chain
     assert isinstance(chain, Chain) and [s.output for s in chain.steps] == ["facts", "headline"]
+
+
+@pytest.mark.slow
+def test_rag_guide_python_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys):
+    (block,) = _python_blocks("rag.md")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "passwords.md").write_text(
+        "# Accounts\n\n## Resetting a password\n\nOpen Settings, choose Security and click "
+        "Reset password. The reset link expires after 30 minutes.\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {}
+    exec(compile(block, "rag.md", "exec"), namespace)
+    answer = namespace["answer"]
+    assert answer.found and answer.citations  # type: ignore[attr-defined]
+    assert "passwords.md" in capsys.readouterr().out

@@ -60,6 +60,7 @@ class GatewayEmbedder(Embedder):
         self.model = model
         self.id = gateway.resolve(model).id
         self.batch_size = batch_size
+        self.tokens_read = 0  # tokens the model read, over this embedder's life
         self._dimensions: int | None = None
         resolved = gateway.resolve(model)
         local = getattr(resolved.provider, "embedder", None)
@@ -78,7 +79,9 @@ class GatewayEmbedder(Embedder):
         rows: list[list[float]] = []
         for start in range(0, len(texts), self.batch_size):
             batch = texts[start : start + self.batch_size]
-            rows.extend(self.gateway.embed(batch, model=self.model).vectors)
+            response = self.gateway.embed(batch, model=self.model)
+            rows.extend(response.vectors)
+            self.tokens_read += response.usage.input_tokens
         if not rows:
             return np.zeros((0, self.dimensions), dtype=np.float32)
         return normalise(np.asarray(rows, dtype=np.float32))

@@ -86,6 +86,7 @@ class AddReport:
     problems: list[LoadProblem] = field(default_factory=list)
     chunks: int = 0
     tokens: int = 0
+    embedded_tokens: int = 0  # tokens the embedder read (chunk text, titles, special tokens)
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -97,6 +98,7 @@ class AddReport:
             "problems": [{"path": str(p.path), "reason": p.reason} for p in self.problems],
             "chunks": self.chunks,
             "tokens": self.tokens,
+            "embedded_tokens": self.embedded_tokens,
             "seconds": round(self.seconds, 3),
         }
 
@@ -351,6 +353,7 @@ class KnowledgeBase:
         batch_chunks: int,
     ) -> None:
         embedder = self.embedder
+        read_before = getattr(embedder, "tokens_read", 0)
         pending: list[tuple[str, str, str, str | None, dict[str, Any], str, list[NewChunk]]] = []
         texts: list[str] = []
 
@@ -376,6 +379,7 @@ class KnowledgeBase:
             if progress is not None:
                 progress(done, len(todo))
         flush()
+        report.embedded_tokens = getattr(embedder, "tokens_read", 0) - read_before
 
     def delete(self, source: str, origin: str | None = None) -> int:
         """Remove one document by its source (and origin folder, if several hold it)."""
