@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
+import numpy as np
+
 from ..config import home
 from ..errors import (
     ChecksumError,
@@ -433,7 +435,11 @@ class LocalProvider(Provider):
                 prefix = min(prefix, len(tokens) - 1)
                 llama.n_tokens = prefix  # eval() drops the cache past this point
                 llama.eval(tokens[prefix:])
-                logits = llama.scores[llama.n_tokens - 1]
+                # The context keeps the last position's logits (outcrop loads models without
+                # logits_all, so llama-cpp-python's own scores array is not filled).
+                logits = np.ctypeslib.as_array(
+                    llama._ctx.get_logits_ith(-1), shape=(llama.n_vocab(),)
+                )
                 scores.append(float(logits[yes] - logits[no]))
             return scores
 
