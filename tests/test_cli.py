@@ -13,6 +13,8 @@ from outcrop.cli import main
 from outcrop.cli._common import Ctx
 from outcrop.providers.testing import TestModel
 
+from .helpers import run
+
 
 @pytest.fixture
 def model(monkeypatch: pytest.MonkeyPatch, store: Store) -> TestModel:
@@ -23,16 +25,6 @@ def model(monkeypatch: pytest.MonkeyPatch, store: Store) -> TestModel:
     monkeypatch.setattr(Ctx, "gateway", property(lambda self: gw))
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     return test_model
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_prompt_is_the_default_command(model: TestModel, capsys):

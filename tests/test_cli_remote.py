@@ -11,19 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from outcrop.cli import main
-
 from .fake_openai import FakeOpenAI
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
+from .helpers import run
 
 
 @pytest.fixture(autouse=True)

@@ -9,24 +9,14 @@ from pathlib import Path
 import pytest
 
 from outcrop import Gateway, Settings, Store
-from outcrop.cli import main
 from outcrop.cli._common import Ctx
 from outcrop.prompts import Prompt
 from outcrop.providers.local import LocalProvider
 from outcrop.providers.testing import TestModel
 
+from .helpers import run
 from .test_prompt_lint import GOOD
 from .test_prompts import SUPPORT
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture

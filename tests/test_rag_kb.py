@@ -17,6 +17,8 @@ from outcrop import Gateway, InvalidRequestError, Settings, Store, UserError
 from outcrop.providers.testing import FunctionModel, TestModel
 from outcrop.rag import KnowledgeBase, LoadError, LoadOptions
 
+from .helpers import run
+
 DOCS = {
     "passwords.md": (
         "# Accounts\n\n## Resetting a password\n\nTo reset your password, open Settings, choose "
@@ -270,18 +272,6 @@ def test_kill_during_ingest_leaves_it_consistent_and_the_next_add_finishes(
 
 
 # -- the CLI ---------------------------------------------------------------
-
-
-def run(capsys, *args):
-    from outcrop.cli import main
-
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_kb_commands(capsys, folder: Path, monkeypatch: pytest.MonkeyPatch, store: Store):

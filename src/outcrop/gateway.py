@@ -556,6 +556,23 @@ class Gateway:
         started, t0 = time.time(), time.perf_counter()
         attempts: list[_Attempt] = []
         retry = self.settings.retry
+
+        def failed(exc: BaseException) -> None:
+            self._record_call(
+                kind=kind,
+                resolved=resolved,
+                requested=str(request.get("model")),
+                started=started,
+                t0=t0,
+                attempts=attempts,
+                usage=Usage(),
+                cost=None,
+                request=request,
+                response=None,
+                status="error",
+                error=f"{exc.__class__.__name__}: {exc}",
+            )
+
         for attempt in range(1, retry.max_attempts + 1):
             attempts.append(_Attempt(model=resolved.id))
             try:
@@ -564,37 +581,11 @@ class Gateway:
                 attempts[-1].error = str(exc)
                 attempts[-1].status_code = exc.status_code
                 if not exc.retryable or attempt == retry.max_attempts:
-                    self._record_call(
-                        kind=kind,
-                        resolved=resolved,
-                        requested=str(request.get("model")),
-                        started=started,
-                        t0=t0,
-                        attempts=attempts,
-                        usage=Usage(),
-                        cost=None,
-                        request=request,
-                        response=None,
-                        status="error",
-                        error=f"{exc.__class__.__name__}: {exc}",
-                    )
+                    failed(exc)
                     raise
                 self._sleep(self._backoff(attempt, exc))
             except BaseException as exc:
-                self._record_call(
-                    kind=kind,
-                    resolved=resolved,
-                    requested=str(request.get("model")),
-                    started=started,
-                    t0=t0,
-                    attempts=attempts,
-                    usage=Usage(),
-                    cost=None,
-                    request=request,
-                    response=None,
-                    status="error",
-                    error=f"{exc.__class__.__name__}: {exc}",
-                )
+                failed(exc)
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
 
