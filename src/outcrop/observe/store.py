@@ -219,6 +219,18 @@ class Store:
         with self._tx() as db:
             db.execute(f"INSERT INTO traces ({columns}) VALUES ({marks})", data)
 
+    def replace(self, row: TraceRow) -> None:
+        """Write a row over the one with its id (a run that paused and went on)."""
+        data = row.to_dict()
+        data["stream"] = int(row.stream)
+        data["usage_estimated"] = int(row.usage_estimated)
+        data["request"] = json.dumps(row.request, ensure_ascii=False)
+        data["attempts"] = json.dumps(row.attempts, ensure_ascii=False)
+        columns = ", ".join(data)
+        marks = ", ".join(f":{k}" for k in data)
+        with self._tx() as db:
+            db.execute(f"INSERT OR REPLACE INTO traces ({columns}) VALUES ({marks})", data)
+
     @staticmethod
     def _row(r: sqlite3.Row) -> TraceRow:
         data = dict(r)
