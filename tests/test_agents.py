@@ -163,7 +163,7 @@ def test_nothing_escapes_a_tool_timeout(gw: Gateway, slow_tool):
     assert result.output == "gave up"
     assert (
         "did not finish within 0.2 s"
-        in [m for m in model.requests[1].messages if m.role == "tool"][0].text
+        in next(m for m in model.requests[1].messages if m.role == "tool").text
     )
 
 
@@ -175,7 +175,7 @@ def test_tool_output_is_capped(gw: Gateway):
 
     a, model = agent(gw, [call("chatty"), "done"], [chatty])
     a.run("talk")
-    text = [m for m in model.requests[1].messages if m.role == "tool"][0].text
+    text = next(m for m in model.requests[1].messages if m.role == "tool").text
     assert text.startswith("x" * 50) and "cut at 50 characters" in text
 
 
@@ -206,7 +206,7 @@ def test_a_refused_call_is_reported_to_the_model(gw: Gateway):
     paused = a.run("Email x.")
     result = a.resume(paused, approved=False)
     assert result.output == "Not sent."
-    assert "refused" in [m for m in model.requests[1].messages if m.role == "tool"][0].text
+    assert "refused" in next(m for m in model.requests[1].messages if m.role == "tool").text
 
 
 def test_calculator_is_safe_and_understands_everyday_notation():
