@@ -239,3 +239,80 @@ def test_the_local_model_completes_a_calculator_task(store: Store):
     assert result.status == "done"
     assert any(s.kind == "tool" and s.tool == "calculator" for s in result.steps)
     assert "409.5" in str(result.output)
+
+
+# -- the CLI ---------------------------------------------------------------
+
+
+@pytest.fixture
+def cli_model(monkeypatch: pytest.MonkeyPatch, store: Store) -> TestModel:
+    import io
+
+    from outcrop.cli._common import Ctx
+
+    model = TestModel()
+    gw = Gateway(settings=Settings(default_model="test"), store=store, providers={"test": model})
+    monkeypatch.setattr(Ctx, "gateway", property(lambda self: gw))
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    return model
+
+
+def test_agent_command_shows_each_step(cli_model: TestModel, capsys):
+    from .helpers import run
+
+    cli_model.replies.extend([call("calculator", 1, expression="17.5% of 2,340"), "409.5"])
+    code, out, err = run(capsys, "agent", "run", "What is 17.5% of 2,340?", "--tools", "calculator")
+    assert code == 0, err
+    assert out.splitlines() == [
+        "→ calculator({'expression': '17.5% of 2,340'})",
+        "← 409.5",
+        "409.5",
+    ]
+
+
+def test_agent_command_tools_module_and_approval(cli_model: TestModel, capsys, tmp_path):
+    from .helpers import run
+
+    module = tmp_path / "my_tools.py"
+    module.write_text(
+        "from outcrop.agents import tool\n\n@tool(requires_approval=True)\n"
+        'def send_note(to: str) -> str:\n    """Send a note."""\n    return \'sent to \' + to\n'
+    )
+    cli_model.replies.extend([call("send_note", 1, to="ada"), "Done."])
+    code, out, err = run(
+        capsys, "agent", "run", "note ada", "--tools", "", "--tools-module", str(module)
+    )
+    assert code == 0
+    assert "needs approval; refused" in err  # no terminal to ask
+    assert "refused" in out
+    cli_model.replies.extend([call("send_note", 1, to="ada"), "Done."])
+    code, out, _ = run(
+        capsys,
+        "agent",
+        "run",
+        "note ada",
+        "--tools",
+        "",
+        "--tools-module",
+        str(module),
+        "--yes",
+        "--json",
+    )
+    import json
+
+    data = json.loads(out)
+    assert data["status"] == "done"
+    assert [s["text"] for s in data["steps"] if s["kind"] == "tool"] == ["sent to ada"]
+
+
+def test_agent_command_bad_input(cli_model: TestModel, capsys, tmp_path):
+    from .helpers import run
+
+    code, _, err = run(capsys, "agent", "run", "x", "--tools", "nope")
+    assert code == 1 and "Unknown tool 'nope'" in err
+    empty = tmp_path / "empty.py"
+    empty.write_text("x = 1\n")
+    code, _, err = run(capsys, "agent", "run", "x", "--tools-module", str(empty))
+    assert code == 1 and "defines no tools" in err
+    code, _, err = run(capsys, "agent", "run", "x", "--tools", "kb:nothing")
+    assert code == 1 and "No knowledge base named 'nothing'" in err

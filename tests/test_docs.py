@@ -96,3 +96,9 @@ def test_rag_guide_python_example_runs(tmp_path: Path, monkeypatch: pytest.Monke
     answer = namespace["answer"]
     assert answer.found and answer.citations  # type: ignore[attr-defined]
     assert "passwords.md" in capsys.readouterr().out
+
+
+def test_agents_guide_example_runs(capsys):
+    (block,) = _python_blocks("agents.md")[:1]
+    exec(compile(block, "agents.md", "exec"), {})
+    assert "409.50 euros" in capsys.readouterr().out

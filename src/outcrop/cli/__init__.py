@@ -14,6 +14,7 @@ import click
 
 from ..errors import OutcropError
 from ._common import Ctx, DefaultGroup
+from .agent import agent
 from .image import image
 from .init import init
 from .kb import kb
@@ -70,6 +71,7 @@ cli.add_command(image)
 cli.add_command(prompts)
 cli.add_command(tokens)
 cli.add_command(kb)
+cli.add_command(agent)
 
 
 def main(argv: list[str] | None = None) -> Any:
