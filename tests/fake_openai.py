@@ -143,6 +143,39 @@ class _Handler(BaseHTTPRequestHandler):
     def _chat(self, body: dict[str, Any], behaviour: str) -> None:
         model = body.get("model", "fake")
         base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0, "model": model}
+        if behaviour == "tools-same-index":  # Ollama numbers every parallel call 0
+            chunks = [
+                {
+                    **base,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "delta": {
+                                "role": "assistant",
+                                "tool_calls": [
+                                    {
+                                        "index": 0,
+                                        "id": f"call_{n}",
+                                        "type": "function",
+                                        "function": {
+                                            "name": "read",
+                                            "arguments": json.dumps({"path": n}),
+                                        },
+                                    }
+                                ],
+                            },
+                            "finish_reason": None,
+                        }
+                    ],
+                }
+                for n in ("a", "b")
+            ]
+            chunks.append(
+                {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}
+            )
+            chunks.append({**base, "choices": [], "usage": USAGE})
+            self._sse(chunks)
+            return
         if behaviour == "tools":
             args = ['{"ci', 'ty": "Pa', 'ris"}']
             if not body.get("stream"):

@@ -316,3 +316,18 @@ def test_agent_command_bad_input(cli_model: TestModel, capsys, tmp_path):
     assert code == 1 and "defines no tools" in err
     code, _, err = run(capsys, "agent", "run", "x", "--tools", "kb:nothing")
     assert code == 1 and "No knowledge base named 'nothing'" in err
+
+
+def test_knowledge_base_search_tool(gw: Gateway, tmp_path):
+    from outcrop.agents import kb_search_tool
+    from outcrop.rag import KnowledgeBase
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "refunds.md").write_text("# Refunds\n\nRefunds reach your card within 5 days.\n")
+    KnowledgeBase.create("handbook", gateway=gw).add(docs)
+    search = kb_search_tool("handbook", gateway=gw)
+    assert search.name == "search_handbook"
+    result = search.invoke({"query": "how long do refunds take"})
+    assert result.ok and result.content.startswith("[1] (refunds.md)")
+    assert "5 days" in result.content

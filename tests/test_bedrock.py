@@ -361,7 +361,7 @@ def test_access_denied_names_the_fix(gw: Gateway, stub: Stubber):
 
 def test_unknown_model_ids(gw: Gateway, stub: Stubber):
     with pytest.raises(UnknownModelError, match=f"Did you mean 'bedrock:{HAIKU}'"):
-        gw.chat("hi", model="bedrock:anthropic.claude-3-haiku-20240307-v1")
+        gw.chat("hi", model="bedrock:anthropic.claude-3-haiku-20240307")  # no version suffix
     stub.add_client_error(
         "converse",
         service_error_code="ValidationException",
@@ -370,6 +370,9 @@ def test_unknown_model_ids(gw: Gateway, stub: Stubber):
     )
     with pytest.raises(ProviderError, match="outcrop models list"):
         gw.chat("hi", model="bedrock:acme.brand-new-model-v9")
+    # Well-formed ids outcrop does not list yet go to Bedrock unchanged.
+    stub.add_response("converse", converse_answer("ok"), None)
+    assert gw.chat("hi", model="bedrock:us.anthropic.claude-3-7-sonnet-20250219-v1:0").text == "ok"
 
 
 def test_titan_embeddings(gw: Gateway, stub: Stubber, store: Store):

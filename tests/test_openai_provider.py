@@ -439,3 +439,17 @@ def test_cost_is_the_same_streamed_or_plain(store: Store, fake: FakeOpenAI, monk
     assert stream.response.cost_usd == pytest.approx(expected)
     costs = [r.cost_usd for r in store.recent(2)]
     assert costs == [pytest.approx(expected)] * 2
+
+
+def test_parallel_calls_that_share_an_index_stay_apart(store: Store, fake: FakeOpenAI):
+    fake.script.append("tools-same-index")
+    gw = _gateway(store, fake.base_url)
+    read = {
+        "name": "read",
+        "parameters": {"type": "object", "properties": {"path": {"type": "string"}}},
+    }
+    response = gw.stream("read a and b", tools=[read]).collect()
+    assert [(c.id, c.name, c.arguments) for c in response.tool_calls] == [
+        ("call_a", "read", {"path": "a"}),
+        ("call_b", "read", {"path": "b"}),
+    ]

@@ -75,7 +75,7 @@ def test_the_good_prompt_passes_everything():
         (
             "no-contradictions",
             {"constraints": ["Always cite the policy.", "Never cite the policy."]},
-            "always and never 'cite'",
+            "always and never 'cite the'",
         ),
         (
             "no-contradictions",
@@ -134,3 +134,8 @@ def test_an_explicit_task_overrides_the_guess():
         **{**GOOD, "context": None, "query": "Who would win, a cat or a dog?", "task": "creative"}
     )
     assert _check(creative, "context-for-facts").passed
+
+
+def test_always_and_never_about_different_things_is_fine():
+    prompt = Prompt(**{**GOOD, "constraints": ["Always use bullet points.", "Don't use tables."]})
+    assert _check(prompt, "no-contradictions").passed

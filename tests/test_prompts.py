@@ -288,3 +288,40 @@ def test_a_failing_chain_step_is_recorded(project: Path, store: Store):
     assert chain_row.status == "error" and "should answer JSON" in chain_row.error
     (step,) = store.children(chain_row.id)
     assert step.status == "ok" and step.prompt_name == "ask"
+
+
+def test_newest_follows_the_file_back_to_an_old_version(project: Path, store: Store):
+    registry = PromptRegistry(store)
+    path = project / "prompts" / "support.toml"
+    registry.sync()
+    path.write_text(SUPPORT.replace("warm", "formal"))
+    registry.sync()
+    path.write_text(SUPPORT)  # back to the first content
+    assert registry.sync() == []
+    assert registry.get("support").version == 1
+    assert registry.get("support").prompt.tone == "warm"
+
+
+def test_rolling_back_twice_walks_back_twice(project: Path, store: Store):
+    registry = PromptRegistry(store)
+    path = project / "prompts" / "support.toml"
+    for tone in ("warm", "formal", "plain"):
+        path.write_text(SUPPORT.replace("warm", tone))
+        registry.sync()
+    for version in (1, 2, 3):
+        registry.promote("support", version)
+    assert registry.rollback("support") == 2
+    assert registry.rollback("support") == 1
+
+
+def test_a_file_name_that_is_not_a_prompt_name(tmp_path: Path):
+    path = _write(tmp_path, "b@v2.toml", 'query = "q"\n')
+    with pytest.raises(ConfigError, match="not a valid prompt name"):
+        load_file(path)
+
+
+def test_template_runtime_errors_are_clear():
+    with pytest.raises(InvalidRequestError, match=r"query: the template failed \(TypeError"):
+        Prompt(query="{{ n + 1 }}").messages({"n": "3"})
+    with pytest.raises(InvalidRequestError, match="power too large"):
+        Prompt(query="{{ 9 ** 999999 }}").messages()

@@ -265,7 +265,11 @@ def run(
 def _inputs(variables: tuple[str, ...], inputs: Path | None) -> list[dict[str, str]]:
     rows: list[dict[str, str]] = []
     if inputs is not None:
-        for number, line in enumerate(inputs.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            text = inputs.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise InvalidRequestError(f"{inputs} is not UTF-8 text", field="inputs") from None
+        for number, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:

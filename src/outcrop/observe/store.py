@@ -100,11 +100,16 @@ def _m003_prompts(db: sqlite3.Connection) -> None:
     )
 
 
+def _m004_label_move_kind(db: sqlite3.Connection) -> None:
+    db.execute("ALTER TABLE prompt_label_moves ADD COLUMN kind TEXT NOT NULL DEFAULT 'promote'")
+
+
 # Named and ordered; each applied once and recorded in _migrations.
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("001_traces", _m001_traces),
     ("002_usage_estimated", _m002_usage_estimated),
     ("003_prompts", _m003_prompts),
+    ("004_label_move_kind", _m004_label_move_kind),
 ]
 
 
@@ -348,7 +353,9 @@ class Store:
                 )
             }
 
-    def move_prompt_label(self, name: str, label: str, version: int, moved_at: float) -> int | None:
+    def move_prompt_label(
+        self, name: str, label: str, version: int, moved_at: float, kind: str = "promote"
+    ) -> int | None:
         """Point ``label`` at ``version``; returns the version it pointed at before."""
         with self._tx() as db:
             row = db.execute(
@@ -362,9 +369,9 @@ class Store:
                 (name, label, version, moved_at),
             )
             db.execute(
-                "INSERT INTO prompt_label_moves (name, label, version, previous, moved_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (name, label, version, previous, moved_at),
+                "INSERT INTO prompt_label_moves (name, label, version, previous, moved_at, kind) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (name, label, version, previous, moved_at, kind),
             )
             return previous
 

@@ -173,5 +173,12 @@ def load_file(path: Path) -> PromptFile:
             message = "missing; every prompt needs a query" if field == "query" else "missing"
         raise ConfigError(f"{field}: {message}", path=path, line=line) from None
     if prompt.name is None:
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", path.stem):
+            raise ConfigError(
+                f"the file name {path.stem!r} is not a valid prompt name (letters, digits, "
+                "'_', '-', '.'); rename the file or set name = \"…\" in it",
+                path=path,
+                line=1,
+            )
         prompt = prompt.model_copy(update={"name": path.stem})
     return PromptFile(path=path, source=text, prompt=prompt)

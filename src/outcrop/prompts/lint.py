@@ -89,7 +89,7 @@ _CONTRADICTIONS: list[tuple[str, re.Pattern[str], re.Pattern[str]]] = [
         re.compile(r"\b(use|in|as) (bullet points|bullets|a list|a numbered list)\b", re.I),
     ),
 ]
-_ALWAYS_NEVER = re.compile(r"\b(always|never|do not|don't)\s+(\w+)", re.I)
+_ALWAYS_NEVER = re.compile(r"\b(always|never|do not|don't)\s+(\w+(?:\s+\w+)?)", re.I)
 _NO_EXPLANATION = re.compile(
     r"\b(no explanation|without explanation|only the answer|just the answer|do not explain)\b",
     re.I,

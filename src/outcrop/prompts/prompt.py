@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import jinja2
 import jinja2.meta
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -44,9 +45,19 @@ ANATOMY = (
     "tone",
 )
 
-_env = ImmutableSandboxedEnvironment(
-    undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False
-)
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """The sandbox, with power bounded so a template cannot hang the process."""
+
+    intercepted_binops = frozenset({"**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and (abs(right) > 100 or abs(left) > 1e6):
+            raise SecurityError("power too large")
+        return super().call_binop(context, operator, left, right)
+
+
+_env = _Sandbox(undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False)
 
 
 class _Model(BaseModel):
@@ -289,3 +300,7 @@ def render_template(template: str, values: dict[str, Any], where: str = "templat
         ) from None
     except jinja2.TemplateError as exc:  # the sandbox refusing unsafe access, among others
         raise InvalidRequestError(f"{where}: {exc}", field=where) from None
+    except Exception as exc:  # the template's own arithmetic: 1/0, "3" + 1, huge ranges
+        raise InvalidRequestError(
+            f"{where}: the template failed ({exc.__class__.__name__}: {exc})", field=where
+        ) from None

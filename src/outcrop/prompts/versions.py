@@ -151,6 +151,12 @@ class PromptRegistry:
                 field="prompt",
             )
         if selector is None:
+            file = self.files().get(name)
+            if file is not None and file.prompt is not None:
+                current = file.prompt.content_hash()
+                for v in versions:  # the file's content, even if it went back to an old one
+                    if v.hash == current:
+                        return v
             return versions[-1]
         if selector.isdigit():
             wanted = int(selector)
@@ -210,11 +216,22 @@ class PromptRegistry:
                 f"{', '.join(self.labels(name)) or 'none'}",
                 field="label",
             )
-        previous = moves[0]["previous"]
+        # Promotions and rollbacks form a stack: each rollback undoes the newest promotion
+        # that no earlier rollback undid.
+        undone = 0
+        previous: int | None = None
+        for move in moves:
+            if move.get("kind") == "rollback":
+                undone += 1
+            elif undone:
+                undone -= 1
+            else:
+                previous = move["previous"]
+                break
         if previous is None:
             raise InvalidRequestError(
                 f"{name}@{label} has never pointed anywhere else; nothing to roll back to",
                 field="label",
             )
-        self.store.move_prompt_label(name, label, int(previous), time.time())
+        self.store.move_prompt_label(name, label, int(previous), time.time(), kind="rollback")
         return int(previous)

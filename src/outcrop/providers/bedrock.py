@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import difflib
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -271,13 +272,14 @@ class BedrockProvider(Provider):
             raise UnknownModelError(
                 self.name, [f"{self.name}:{k}" for k in known[:2]], hint=" Name a Bedrock model id."
             )
-        bare = model.split(".", 1)[1] if model.startswith(("us.", "eu.", "apac.")) else model
+        bare = re.sub(r"^(us|eu|apac|jp|ca|au|us-gov|global)\.", "", model)
         if bare in known or model.startswith("arn:"):
             return
+        if re.search(r"-v\d+(:\d+)?$", bare):
+            return  # well-formed: a model outcrop does not list yet; Bedrock decides
         close = difflib.get_close_matches(bare, known, n=2, cutoff=0.85)
-        if close:
+        if close:  # a known id without its version suffix, or a typo of one
             raise UnknownModelError(f"{self.name}:{model}", [f"{self.name}:{c}" for c in close])
-        # A model outcrop does not list yet: let Bedrock decide, and explain its answer.
 
     def cost(self, model: str, usage: Usage) -> float | None:
         from ..catalog.prices import cost

@@ -277,6 +277,7 @@ class OpenAIProvider(Provider):
         finish: FinishReason = "stop"
         finished = False
         pending: dict[int, _PendingCall] = {}
+        slots: dict[int, int] = {}  # the server's index → our call slot
         written: list[str] = []
         try:
             for chunk in chunks:
@@ -291,7 +292,15 @@ class OpenAIProvider(Provider):
                         written.append(delta.content)
                         yield StreamEvent(type="text", text=delta.content)
                     for tc in (delta.tool_calls if delta is not None else None) or []:
-                        call = pending.setdefault(tc.index, _PendingCall())
+                        slot = slots.get(tc.index, tc.index)
+                        call = pending.get(slot)
+                        if call is not None and tc.id and call.id and tc.id != call.id:
+                            # A new call reusing an index (Ollama numbers every call 0).
+                            slot = max(pending) + 1
+                            slots[tc.index] = slot
+                            call = None
+                        if call is None:
+                            call = pending.setdefault(slot, _PendingCall())
                         if tc.id:
                             call.id = tc.id
                         if tc.function is not None:

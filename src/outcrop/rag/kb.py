@@ -64,6 +64,13 @@ def kb_names() -> list[str]:
     return sorted(p.stem for p in folder.glob("*.db"))
 
 
+def _path(name: str) -> Path:
+    """The file of a knowledge base; names that could leave the kb folder are refused."""
+    if not _NAME.match(name):
+        raise _unknown(name)
+    return kb_dir() / f"{name}.db"
+
+
 def _unknown(name: str) -> InvalidRequestError:
     names = kb_names()
     close = difflib.get_close_matches(name, names, n=2, cutoff=0.5)
@@ -224,14 +231,14 @@ class KnowledgeBase:
 
     @classmethod
     def open(cls, name: str, *, gateway: Gateway | None = None) -> KnowledgeBase:
-        path = kb_dir() / f"{name}.db"
+        path = _path(name)
         if not path.exists():
             raise _unknown(name)
         return cls(name, KBStore(path), gateway)
 
     @staticmethod
     def remove(name: str) -> None:
-        path = kb_dir() / f"{name}.db"
+        path = _path(name)
         if not path.exists():
             raise _unknown(name)
         for suffix in ("", "-wal", "-shm"):
@@ -297,6 +304,21 @@ class KnowledgeBase:
             origin = target.resolve()
             whole_folder = True
         failed = {_relative(p.path, origin) for p in problems}
+        if whole_folder and options is not None and (options.include or options.exclude):
+            # Only documents this add looked at can have disappeared.
+            from .loaders import _matches
+
+            looked = [
+                d.source
+                for d in self.store.documents(str(origin))
+                if (not options.include or _matches(d.source.split("#", 1)[0], options.include))
+                and not (options.exclude and _matches(d.source.split("#", 1)[0], options.exclude))
+            ]
+            failed |= {
+                d.source.split("#", 1)[0]
+                for d in self.store.documents(str(origin))
+                if d.source not in looked
+            }
         report = self.add_documents(
             documents,
             origin=str(origin),
@@ -336,7 +358,12 @@ class KnowledgeBase:
             todo.append((doc, digest))
         if complete:
             kept = keep or set()
-            gone = [s for s in existing if s not in seen and s.split("#", 1)[0] not in kept]
+
+            def kept_by(source: str) -> bool:
+                path = source.split("#", 1)[0]
+                return path in kept or any(path.startswith(k.rstrip("/") + "/") for k in kept)
+
+            gone = [s for s in existing if s not in seen and not kept_by(s)]
             if gone:
                 self.store.delete_documents([(origin, s) for s in gone])
                 report.removed = sorted(gone)
@@ -447,11 +474,9 @@ class KnowledgeBase:
         if not words:
             return []
         match = " OR ".join(f'"{w}"' for w in dict.fromkeys(words))
-        fetch = limit if allowed is None else limit * 10
-        hits = self.store.bm25(match, fetch)
-        if allowed is not None:
-            hits = [(i, s) for i, s in hits if i in allowed][:limit]
-        return hits
+        if allowed is None:
+            return self.store.bm25(match, limit)
+        return self.store.bm25(match, limit, allowed=allowed)
 
     def _allowed(self, filters: Mapping[str, str] | None) -> set[int] | None:
         if not filters:
@@ -465,7 +490,7 @@ class KnowledgeBase:
             else:
                 if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
                     raise InvalidRequestError(f"Filter key {key!r} is not a field name", field=key)
-                clauses.append(f"json_extract(d.metadata, '$.{key}') = ?")
+                clauses.append(f"CAST(json_extract(d.metadata, '$.{key}') AS TEXT) = ?")
             args.append(value)
         return self.store.filtered_chunk_ids(" AND ".join(clauses), args)
 
@@ -592,7 +617,8 @@ class KnowledgeBase:
             attrs = f'n="{n}" source="{_attr(c.source)}"' + (
                 f' section="{_attr(heading)}"' if heading else ""
             )
-            body = c.text.replace("</source>", "</ source>")
+            # A source must not open or close a source block of its own.
+            body = re.sub(r"<(\s*/?\s*source)", r"‹\1", c.text, flags=re.IGNORECASE)
             blocks.append(f"<source {attrs}>\n{body}\n</source>")
         prompt = Prompt(
             name="kb-ask",

@@ -301,14 +301,32 @@ class KBStore:
         matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
         return ids, matrix.reshape(len(rows), dimensions) if rows else matrix.reshape(0, dimensions)
 
-    def bm25(self, match: str, limit: int) -> list[tuple[int, float]]:
-        """Chunk ids by BM25 for an FTS5 match expression; higher score is better."""
+    def bm25(
+        self, match: str, limit: int, allowed: set[int] | None = None
+    ) -> list[tuple[int, float]]:
+        """Chunk ids by BM25 for an FTS5 match expression; higher score is better.
+        ``allowed`` restricts the ranking to those chunks (inside SQL, so none are missed)."""
         with self._lock:
-            rows = self._db.execute(
-                "SELECT rowid, bm25(chunks_fts) AS score FROM chunks_fts WHERE chunks_fts MATCH ? "
-                "ORDER BY score LIMIT ?",
-                (match, limit),
-            ).fetchall()
+            if allowed is None:
+                rows = self._db.execute(
+                    "SELECT rowid, bm25(chunks_fts) AS score FROM chunks_fts "
+                    "WHERE chunks_fts MATCH ? ORDER BY score LIMIT ?",
+                    (match, limit),
+                ).fetchall()
+            else:
+                self._db.execute(
+                    "CREATE TEMP TABLE IF NOT EXISTS allowed_ids (id INTEGER PRIMARY KEY)"
+                )
+                self._db.execute("DELETE FROM allowed_ids")
+                self._db.executemany(
+                    "INSERT INTO allowed_ids(id) VALUES (?)", [(i,) for i in allowed]
+                )
+                rows = self._db.execute(
+                    "SELECT chunks_fts.rowid, bm25(chunks_fts) AS score FROM chunks_fts "
+                    "JOIN allowed_ids a ON a.id = chunks_fts.rowid "
+                    "WHERE chunks_fts MATCH ? ORDER BY score LIMIT ?",
+                    (match, limit),
+                ).fetchall()
         return [(int(r[0]), -float(r[1])) for r in rows]
 
     def chunks(self, ids: Sequence[int]) -> dict[int, ChunkRow]:
