@@ -213,28 +213,29 @@ class Store:
 
     # -- traces -----------------------------------------------------------
 
-    def record(self, row: TraceRow) -> None:
+    @staticmethod
+    def _columns(row: TraceRow) -> dict[str, Any]:
         data = row.to_dict()
         data["stream"] = int(row.stream)
         data["usage_estimated"] = int(row.usage_estimated)
         data["request"] = json.dumps(row.request, ensure_ascii=False)
         data["attempts"] = json.dumps(row.attempts, ensure_ascii=False)
+        return data
+
+    def _write(self, row: TraceRow, verb: str) -> None:
+        data = self._columns(row)
         columns = ", ".join(data)
         marks = ", ".join(f":{k}" for k in data)
         with self._tx() as db:
-            db.execute(f"INSERT INTO traces ({columns}) VALUES ({marks})", data)
+            db.execute(f"{verb} INTO traces ({columns}) VALUES ({marks})", data)
+
+    def record(self, row: TraceRow) -> None:
+        """Add one call's row; an id already stored is an error."""
+        self._write(row, "INSERT")
 
     def replace(self, row: TraceRow) -> None:
         """Write a row over the one with its id (a run that paused and went on)."""
-        data = row.to_dict()
-        data["stream"] = int(row.stream)
-        data["usage_estimated"] = int(row.usage_estimated)
-        data["request"] = json.dumps(row.request, ensure_ascii=False)
-        data["attempts"] = json.dumps(row.attempts, ensure_ascii=False)
-        columns = ", ".join(data)
-        marks = ", ".join(f":{k}" for k in data)
-        with self._tx() as db:
-            db.execute(f"INSERT OR REPLACE INTO traces ({columns}) VALUES ({marks})", data)
+        self._write(row, "INSERT OR REPLACE")
 
     @staticmethod
     def _row(r: sqlite3.Row) -> TraceRow:
