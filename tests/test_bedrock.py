@@ -477,3 +477,22 @@ def test_missing_region_is_one_clear_line(store: Store, monkeypatch):
 
     with pytest.raises(UserError, match="No AWS region for bedrock: set AWS_REGION"):
         gw.chat("hi", model=f"bedrock:{HAIKU}")
+
+
+def test_tool_choice_none_sends_no_tools():
+    args = to_converse(
+        ChatRequest(messages=[Message.user("hi")], tools=[WEATHER], tool_choice="none")
+    )
+    assert "toolConfig" not in args
+    history = ChatRequest(
+        messages=[
+            Message.user("weather?"),
+            Message.assistant("", tool_calls=[ToolCall(id="t", name="get_weather", arguments={})]),
+            Message.tool("t", "sunny"),
+        ],
+        tools=[WEATHER],
+        tool_choice="none",
+    )
+    # Earlier tool turns still need their spec, or Bedrock refuses the conversation.
+    names = [t["toolSpec"]["name"] for t in to_converse(history)["toolConfig"]["tools"]]
+    assert names == ["get_weather"]

@@ -325,3 +325,14 @@ def test_template_runtime_errors_are_clear():
         Prompt(query="{{ n + 1 }}").messages({"n": "3"})
     with pytest.raises(InvalidRequestError, match="power too large"):
         Prompt(query="{{ 9 ** 999999 }}").messages()
+
+
+def test_a_chain_refuses_variables_no_step_uses(project: Path, store: Store):
+    (project / "prompts" / "ask.toml").write_text('query = "{{ q }}"\n')
+    (project / "prompts" / "one.toml").write_text('[[steps]]\nprompt = "ask"\noutput = "a"\n')
+    gw = Gateway(
+        settings=Settings(default_model="test"), store=store, providers={"test": TestModel()}
+    )
+    registry = PromptRegistry(store)
+    with pytest.raises(InvalidRequestError, match="Unknown variable 'qq'"):
+        registry.files()["one"].chain.run(gw, registry, {"q": "x", "qq": "typo"})

@@ -66,6 +66,16 @@ class Chain(BaseModel):
         result = ChainResult(trace_id=chain_id)
         status, error = "ok", None
         registry.sync()
+        used: set[str] = set()
+        for step in self.steps:
+            used |= registry.get(step.prompt).prompt.used_variables()
+        unknown = sorted(set(values) - used)
+        if unknown:
+            raise InvalidRequestError(
+                f"Unknown variable {', '.join(repr(u) for u in unknown)}: no step of the chain "
+                f"uses it. The steps use: {', '.join(sorted(used)) or 'no variables'}.",
+                field="variables",
+            )
         try:
             for i, step in enumerate(self.steps):
                 version = registry.get(step.prompt)

@@ -123,6 +123,9 @@ def to_converse(request: ChatRequest) -> dict[str, Any]:
     if inference:
         args["inferenceConfig"] = inference
 
+    # Converse has no tool_choice "none": the only way to forbid calls is to send no tools
+    # (outside the specs that earlier tool turns need).
+    offered = [] if request.tool_choice == "none" else request.tools
     tools = [
         {
             "toolSpec": {
@@ -131,9 +134,9 @@ def to_converse(request: ChatRequest) -> dict[str, Any]:
                 "inputSchema": {"json": t.parameters},
             }
         }
-        for t in request.tools
+        for t in offered
     ]
-    given = {t.name for t in request.tools}
+    given = {t.name for t in offered}
     for name in sorted(used_tools - given):
         # Earlier turns used a tool the request no longer lists: Bedrock still wants its spec.
         tools.append(
