@@ -26,7 +26,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -41,6 +41,8 @@ __all__ = [
     "find_config",
     "home",
     "load_settings",
+    "load_toml",
+    "toml_line",
 ]
 
 DEFAULT_MODEL = "local:smollm2-135m"
@@ -148,13 +150,53 @@ def find_config(start: Path | None = None) -> Path | None:
     return None
 
 
-def _line_of(text: str, key: str) -> int | None:
-    """Best-effort line number of a key or table header in TOML source."""
-    pattern = re.compile(rf"^\s*(\[\s*{re.escape(key)}\s*\]|\"?{re.escape(key)}\"?\s*=)")
-    for number, line in enumerate(text.splitlines(), start=1):
+def toml_line(text: str, loc: list[str]) -> int | None:
+    """The line of a field in TOML source: the last key of the location, inside its table.
+
+    For a key that is missing, the line of the table that should hold it.
+    """
+    lines = text.splitlines()
+    start, end = 0, len(lines)
+    for i, part in enumerate(loc):
+        if part.isdigit() and i > 0:
+            header = re.compile(rf"^\s*\[\[\s*{re.escape(loc[i - 1])}\s*\]\]")
+            hits = [n for n, line in enumerate(lines) if header.match(line)]
+            if int(part) < len(hits):
+                start = hits[int(part)]
+                end = next(
+                    (n for n in range(start + 1, len(lines)) if lines[n].lstrip().startswith("[")),
+                    len(lines),
+                )
+    keys = [p for p in loc if not p.isdigit()]
+    if not keys:
+        return start + 1 if start else None
+    key = keys[-1]
+    pattern = re.compile(rf"^\s*(\[+\s*[\w.]*{re.escape(key)}\s*\]+|\"?{re.escape(key)}\"?\s*=)")
+    for n in range(start, end):
+        if pattern.match(lines[n]):
+            return n + 1
+    if start:
+        return start + 1  # the key is missing from this table: point at the table
+    for n, line in enumerate(lines):
         if pattern.match(line):
-            return number
+            return n + 1
     return None
+
+
+def load_toml(text: str, path: Path) -> dict[str, Any]:
+    """Parse TOML; a syntax error names the file and the line."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        # Python 3.11's TOMLDecodeError keeps the position only in its message.
+        match = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
+        line = int(match.group(1)) if match else max(1, len(text.splitlines()))
+        reason = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        raise ConfigError(
+            f"not valid TOML: {reason}; fix that line (see https://toml.io for the syntax)",
+            path=path,
+            line=line,
+        ) from None
 
 
 def load_settings(path: Path | None = None, *, search: bool = True) -> Settings:
@@ -184,27 +226,13 @@ def _read(path: Path) -> Settings:
             "and that it is UTF-8 text",
             path=path,
         ) from None
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        # Python 3.11's TOMLDecodeError keeps the position only in its message.
-        match = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
-        line = int(match.group(1)) if match else None
-        if line is None and "end of document" in str(exc):
-            line = max(1, len(text.splitlines()))
-        reason = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
-        raise ConfigError(
-            f"not valid TOML: {reason}; fix that line (see https://toml.io for the syntax)",
-            path=path,
-            line=line,
-        ) from None
+    raw = load_toml(text, path)
     try:
         parsed = _SettingsFile.model_validate(raw)
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = [str(p) for p in err["loc"]]
-        key = loc[0] if loc else ""
-        line = _line_of(text, loc[-1]) or _line_of(text, key) if loc else None
+        line = toml_line(text, loc) if loc else None
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             known = ", ".join(sorted(_SettingsFile.model_fields))
@@ -216,7 +244,7 @@ def _read(path: Path) -> Settings:
                 f"endpoints.{name}: an endpoint name is lowercase letters, digits, '-' or '_' "
                 "(and not 'local'), e.g. [endpoints.vllm]",
                 path=path,
-                line=_line_of(text, f"endpoints.{name}"),
+                line=toml_line(text, ["endpoints", name]),
             )
     return Settings(
         default_model=parsed.default_model,

@@ -54,6 +54,7 @@ from .types import (
     StreamEvent,
     ToolCall,
     Usage,
+    estimate_tokens,
     validation_error,
 )
 
@@ -279,6 +280,11 @@ class Gateway:
         self.providers.update(providers or {})
         self._sleep = sleep
 
+    def close(self) -> None:
+        """Close provider connections (the store stays open for other users of it)."""
+        for provider in self.providers.values():
+            provider.close()
+
     @property
     def store(self) -> Store:
         with self._store_lock:
@@ -359,7 +365,7 @@ class Gateway:
         per_message: list[int] = []
         for message in request.messages:
             count = provider.count_tokens(resolved.name, message.text)
-            per_message.append(count if count is not None else (len(message.text) + 3) // 4)
+            per_message.append(count if count is not None else estimate_tokens(message.text))
         if exact is not None:
             text, tokens = exact
             total, estimated = len(tokens), False

@@ -119,29 +119,18 @@ class Agent:
         return "\n\n".join(parts)
 
     def _local_schema(self) -> dict[str, Any]:
-        calls = [
-            {
-                "type": "object",
-                "properties": {"name": {"const": t.name}, "arguments": t.parameters},
-                "required": ["name", "arguments"],
-            }
-            for t in self.tools.values()
-        ]
-        answer_schema = self.output_schema or {"type": "string"}
+        """One of two shapes: the local provider's tool-call schema, or the final answer."""
+        from ..providers.local import tool_calls_schema
+
         answer = {
             "type": "object",
-            "properties": {"answer": answer_schema},
+            "properties": {"answer": self.output_schema or {"type": "string"}},
             "required": ["answer"],
         }
-        if not calls:
+        if not self.tools:
             return answer
-        item = calls[0] if len(calls) == 1 else {"oneOf": calls}
-        call = {
-            "type": "object",
-            "properties": {"tool_calls": {"type": "array", "items": item, "minItems": 1}},
-            "required": ["tool_calls"],
-        }
-        return {"oneOf": [call, answer]}
+        calls = tool_calls_schema([t.spec() for t in self.tools.values()])
+        return {"oneOf": [calls, answer]}
 
     # -- running ------------------------------------------------------------
 

@@ -58,6 +58,7 @@ def cli(ctx: click.Context) -> None:
     With no command, the arguments are a prompt for the default model.
     """
     ctx.obj = Ctx()
+    ctx.call_on_close(ctx.obj.close)
 
 
 cli.add_command(prompt)

@@ -28,6 +28,10 @@ class Ctx:
             self._gateway = Gateway()
         return self._gateway
 
+    def close(self) -> None:
+        if self._gateway is not None:
+            self._gateway.close()
+
 
 pass_ctx = click.make_pass_decorator(Ctx, ensure=True)
 

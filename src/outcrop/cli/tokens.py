@@ -7,7 +7,7 @@ import sys
 import click
 
 from ..errors import InvalidRequestError
-from ..types import Usage
+from ..types import Usage, estimate_tokens
 from ._common import Ctx, echo_json, pass_ctx
 
 _COLOURS = ["cyan", "yellow", "green", "magenta"]
@@ -42,7 +42,7 @@ def tokens(obj: Ctx, text: str | None, model: str | None, ids: bool, as_json: bo
     provider = resolved.provider
     pieces = provider.tokenize(resolved.name, text)
     estimated = pieces is None
-    count = len(pieces) if pieces is not None else (len(text) + 3) // 4
+    count = len(pieces) if pieces is not None else estimate_tokens(text)
     window = provider.context_window(resolved.name)
     cost = provider.cost(resolved.name, Usage(input_tokens=count))
     if as_json:

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from ..types import estimate_tokens
+
 if TYPE_CHECKING:
     from ..gateway import Gateway
 
@@ -36,7 +38,7 @@ class Embedder(ABC):
 
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text`` for this model; an estimate where the model's tokenizer is absent."""
-        return max(1, (len(text) + 3) // 4)
+        return estimate_tokens(text)
 
     @property
     def max_tokens(self) -> int:

@@ -8,7 +8,6 @@ the file's stem. Errors name the file, the line and the field.
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from ..config import find_config
+from ..config import find_config, load_toml, toml_line
 from ..errors import ConfigError
 from .chain import Chain
 from .prompt import Prompt
@@ -67,39 +66,6 @@ def project_prompts(folder: Path | None = None) -> dict[str, PromptFile]:
     return found
 
 
-def _toml_line(text: str, loc: list[str]) -> int | None:
-    """The line of a field in TOML source: the last key of the location, inside its table.
-
-    For a key that is missing, the line of the table that should hold it.
-    """
-    lines = text.splitlines()
-    start, end = 0, len(lines)
-    for i, part in enumerate(loc):
-        if part.isdigit() and i > 0:
-            header = re.compile(rf"^\s*\[\[\s*{re.escape(loc[i - 1])}\s*\]\]")
-            hits = [n for n, line in enumerate(lines) if header.match(line)]
-            if int(part) < len(hits):
-                start = hits[int(part)]
-                end = next(
-                    (n for n in range(start + 1, len(lines)) if lines[n].lstrip().startswith("[")),
-                    len(lines),
-                )
-    keys = [p for p in loc if not p.isdigit()]
-    if not keys:
-        return start + 1 if start else None
-    key = keys[-1]
-    pattern = re.compile(rf"^\s*(\[+\s*[\w.]*{re.escape(key)}\s*\]+|\"?{re.escape(key)}\"?\s*=)")
-    for n in range(start, end):
-        if pattern.match(lines[n]):
-            return n + 1
-    if start:
-        return start + 1  # the key is missing from this table: point at the table
-    for n, line in enumerate(lines):
-        if pattern.match(line):
-            return n + 1
-    return None
-
-
 def _yaml_line(text: str, loc: list[str]) -> int | None:
     try:
         node = yaml.compose(text)
@@ -123,14 +89,7 @@ def _yaml_line(text: str, loc: list[str]) -> int | None:
 
 def _parse(path: Path, text: str) -> dict[str, Any]:
     if path.suffix == ".toml":
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            match = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
-            line = int(match.group(1)) if match else max(1, len(text.splitlines()))
-            reason = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
-            raise ConfigError(f"not valid TOML: {reason}", path=path, line=line) from None
-        return data
+        return load_toml(text, path)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -163,7 +122,7 @@ def load_file(path: Path) -> PromptFile:
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = [str(p) for p in err["loc"]]
-        line = (_toml_line if path.suffix == ".toml" else _yaml_line)(text, loc) if loc else None
+        line = (toml_line if path.suffix == ".toml" else _yaml_line)(text, loc) if loc else None
         field = ".".join(loc) or "(file)"
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":

@@ -108,6 +108,10 @@ class Provider(ABC):
         """The exact text and tokens the model reads for ``request``, when known."""
         return None
 
+    def close(self) -> None:
+        """Release connections the provider holds (a no-op for most)."""
+        return None
+
     def context_window(self, model: str) -> int | None:
         """How many tokens the model reads and writes in one call, when known."""
         return None

@@ -30,7 +30,7 @@ from ..errors import (
     UnknownModelError,
     UserError,
 )
-from ..types import ChatRequest, FinishReason, StreamEvent, ToolCall, Usage
+from ..types import ChatRequest, FinishReason, StreamEvent, ToolCall, Usage, estimate_tokens
 from .base import EmbeddingResult, ImageResult, ModelInfo, Provider
 
 __all__ = ["JSON_TOOL", "BedrockProvider", "to_converse"]
@@ -507,7 +507,7 @@ class BedrockProvider(Provider):
                 batch = texts[start : start + 96]
                 data = self._invoke(model, {"texts": batch, "input_type": "search_document"})
                 vectors.extend([float(x) for x in v] for v in data["embeddings"])
-            estimate = sum(max(1, len(t) // 4) for t in texts)
+            estimate = sum(estimate_tokens(t) for t in texts)
             return EmbeddingResult(
                 vectors=vectors, usage=Usage(input_tokens=estimate, estimated=True)
             )

@@ -47,7 +47,13 @@ from ..errors import (
 from ..types import ChatRequest, FinishReason, Message, StreamEvent, ToolCall, ToolSpec, Usage
 from .base import EmbeddingResult, ModelInfo, Provider
 
-__all__ = ["PACKAGED_MODELS", "LocalProvider", "PackagedModel", "sha256_file"]
+__all__ = [
+    "PACKAGED_MODELS",
+    "LocalProvider",
+    "PackagedModel",
+    "sha256_file",
+    "tool_calls_schema",
+]
 
 GGUF_MAGIC = b"GGUF"
 
@@ -541,7 +547,7 @@ class LocalProvider(Provider):
             if not isinstance(request.tool_choice, str):
                 names = [request.tool_choice.name]
             tools = [t for t in request.tools if t.name in names]
-            schema = _tool_calls_schema(tools)
+            schema = tool_calls_schema(tools)
             return _schema_grammar(schema, "tools[].parameters"), "tools"
         if request.tools and request.tool_choice == "auto":
             return None, "auto"
@@ -672,7 +678,10 @@ def _to_template(message: Message) -> dict[str, Any]:
     return {"role": message.role, "content": content}
 
 
-def _tool_calls_schema(tools: list[ToolSpec]) -> dict[str, Any]:
+def tool_calls_schema(tools: list[ToolSpec]) -> dict[str, Any]:
+    """JSON schema of {"tool_calls": [...]}: each call names one of ``tools`` (a constant) and
+    carries arguments that match that tool's schema. As a grammar, it makes every call
+    well-formed for a real tool."""
     one_of = [
         {
             "type": "object",

@@ -23,7 +23,15 @@ from ..errors import (
     UnknownModelError,
 )
 from ..keys import env_var_for, resolve_key
-from ..types import ChatRequest, FinishReason, Message, StreamEvent, ToolCall, Usage
+from ..types import (
+    ChatRequest,
+    FinishReason,
+    Message,
+    StreamEvent,
+    ToolCall,
+    Usage,
+    estimate_tokens,
+)
 from .base import EmbeddingResult, ImageResult, ModelInfo, Provider
 
 __all__ = ["OpenAIProvider", "to_openai_messages"]
@@ -114,11 +122,6 @@ class _PendingCall:
     arguments: list[str] = field(default_factory=list)
 
 
-def _estimate_tokens(text: str) -> int:
-    """About four characters a token: used only when a server reports no usage."""
-    return max(1, (len(text) + 3) // 4) if text else 0
-
-
 class OpenAIProvider(Provider):
     """Chat, streaming, tools, JSON schema, embeddings and images on an OpenAI-compatible API."""
 
@@ -168,6 +171,11 @@ class OpenAIProvider(Provider):
                 default_headers=self.endpoint.headers or None,
             )
         return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
     def check_model(self, model: str) -> None:
         if not model:
@@ -365,7 +373,7 @@ class OpenAIProvider(Provider):
             # The server sent no usage (llama-cpp-python's server does not): estimate and say so.
             prompt = "".join(m.text for m in request.messages)
             usage = Usage(
-                input_tokens=_estimate_tokens(prompt),
+                input_tokens=estimate_tokens(prompt),
                 output_tokens=len(written) + len(pending),
                 estimated=True,
             )
@@ -390,8 +398,8 @@ class OpenAIProvider(Provider):
         else:
             prompt = "".join(m.text for m in request.messages)
             usage = Usage(
-                input_tokens=_estimate_tokens(prompt),
-                output_tokens=_estimate_tokens(message.content or ""),
+                input_tokens=estimate_tokens(prompt),
+                output_tokens=estimate_tokens(message.content or ""),
                 estimated=True,
             )
         if message.content:
@@ -446,7 +454,7 @@ class OpenAIProvider(Provider):
             )
         tokens = response.usage.prompt_tokens if response.usage is not None else None
         usage = Usage(
-            input_tokens=tokens if tokens is not None else sum(map(_estimate_tokens, texts)),
+            input_tokens=tokens if tokens is not None else sum(map(estimate_tokens, texts)),
             estimated=tokens is None,
         )
         return EmbeddingResult(vectors=vectors, usage=usage)
