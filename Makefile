@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 # llama.cpp compiles once on install (about 5 minutes on 2 cores); pip caches the wheel.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
-.PHONY: setup run test test-fast lint format bench clean
+.PHONY: setup run test test-fast lint format bench bench-retrieval clean
 
 # Idempotent: creates .venv when missing, reinstalls only when pyproject.toml changed.
 setup: $(STAMP)
@@ -41,6 +41,10 @@ format: setup
 
 bench: setup
 	$(BIN)/python benchmarks/local_generation.py
+
+# About 25 minutes on 2 cores: BEIR SciFact from ../shared/datasets.
+bench-retrieval: setup
+	$(BIN)/python benchmarks/retrieval.py --rerank-queries 20 --rerank-top 10
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

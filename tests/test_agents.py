@@ -331,3 +331,16 @@ def test_knowledge_base_search_tool(gw: Gateway, tmp_path):
     result = search.invoke({"query": "how long do refunds take"})
     assert result.ok and result.content.startswith("[1] (refunds.md)")
     assert "5 days" in result.content
+
+
+def test_agent_bad_input(gw: Gateway, capsys, cli_model: TestModel):
+    from outcrop import InvalidRequestError
+
+    from .helpers import run
+
+    with pytest.raises(InvalidRequestError, match="task is empty"):
+        Agent("test", [add], gateway=gw).run("  ")
+    with pytest.raises(InvalidRequestError, match="same name"):
+        Agent("test", [add, add], gateway=gw)
+    code, _, err = run(capsys, "agent", "run", " ")
+    assert code == 1 and "task is empty" in err

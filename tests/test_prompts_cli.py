@@ -209,3 +209,20 @@ def test_tokens_command(capsys, monkeypatch):
     assert data["cost_usd_as_input"] == 0.0
     code, out, _ = run(capsys, "tokens", "--ids", "hello world")
     assert "[" in out and "2 tokens on local:smollm2-135m" in out
+
+
+def test_bad_labels_and_versions(model: TestModel, capsys):
+    code, _, err = run(capsys, "prompts", "promote", "support", "1", "--label", "no spaces")
+    assert code == 1 and "is not valid" in err
+    code, _, err = run(capsys, "prompts", "promote", "support", "9")
+    assert code == 1 and "no version 9; versions: 1" in err
+    code, _, err = run(capsys, "prompts", "rollback", "support")
+    assert code == 1 and "no label 'production' to roll back" in err
+    code, _, err = run(capsys, "prompts", "render", "nothing")
+    assert code == 1 and "No prompt named 'nothing'" in err
+
+
+def test_tokens_needs_text(capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    code, _, err = run(capsys, "tokens", "")
+    assert code == 1 and "Give text to tokenize" in err

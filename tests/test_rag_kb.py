@@ -309,14 +309,26 @@ def test_kb_commands(capsys, folder: Path, monkeypatch: pytest.MonkeyPatch, stor
 def test_names_cannot_reach_outside_the_kb_folder(
     kb: KnowledgeBase, outcrop_home: Path, store: Store
 ):
-    assert (outcrop_home / "outcrop.db").exists()
+    before = store.count()
+    tables = {
+        r[0]
+        for r in sqlite3.connect(outcrop_home / "outcrop.db").execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'"
+        )
+    }
     for name in ("../outcrop", "../../etc/x", "a/b"):
         with pytest.raises(InvalidRequestError, match="No knowledge base named"):
             KnowledgeBase.open(name)
         with pytest.raises(InvalidRequestError):
             KnowledgeBase.remove(name)
-    assert (outcrop_home / "outcrop.db").exists()
-    assert store.count() >= 0  # still a working trace store
+    after = {
+        r[0]
+        for r in sqlite3.connect(outcrop_home / "outcrop.db").execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'"
+        )
+    }
+    assert after == tables and "chunks" not in after  # untouched, no KB tables added
+    assert store.count() == before
 
 
 def test_a_narrower_include_does_not_remove_the_rest(kb: KnowledgeBase, folder: Path):
@@ -353,3 +365,38 @@ def test_filters_match_numbers(kb: KnowledgeBase, tmp_path: Path):
         h.chunk.metadata["year"]
         for h in kb.search("tides", k=5, mode="bm25", filters={"year": "2021"})
     ] == [2021]
+
+
+def test_bad_search_and_settings_input(kb: KnowledgeBase, folder: Path, gw: Gateway):
+    kb.add(folder)
+    with pytest.raises(InvalidRequestError, match="query is empty"):
+        kb.search("   ")
+    with pytest.raises(InvalidRequestError, match="k must be at least 1"):
+        kb.search("x", k=0)
+    with pytest.raises(InvalidRequestError, match="dense_weight"):
+        kb.search("x", dense_weight=2)
+    with pytest.raises(InvalidRequestError, match="mmr"):
+        kb.search("working days", k=2, mmr=3)
+    with pytest.raises(InvalidRequestError, match="Chunking settings are not valid"):
+        KnowledgeBase.create("other", chunk_tokens=64, chunk_overlap=60, gateway=gw)
+    assert "other" not in [p.stem for p in kb.store.path.parent.glob("*.db")]
+
+
+def test_kb_cli_bad_input(capsys, folder: Path, monkeypatch: pytest.MonkeyPatch, gw: Gateway):
+    import io
+
+    from outcrop.cli._common import Ctx
+
+    monkeypatch.setattr(Ctx, "gateway", property(lambda self: gw))
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    code, _, err = run(capsys, "kb", "create", "x", "--chunk-tokens", "64", "--chunk-overlap", "60")
+    assert code == 1 and "Chunking settings are not valid" in err and "Traceback" not in err
+    run(capsys, "kb", "create", "handbook")
+    run(capsys, "kb", "add", "handbook", str(folder))
+    code, _, err = run(capsys, "kb", "search", "handbook", "days", "--filter", "nokey")
+    assert code == 1 and "--filter takes KEY=VALUE" in err
+    code, _, err = run(capsys, "kb", "search", "handbook", " ")
+    assert code == 1 and "query is empty" in err
+    code, _, err = run(capsys, "kb", "create", "Bad Name")
+    assert code == 1 and "not valid" in err
+    assert run(capsys, "kb", "info", "handbook")[0] == 0  # still there, intact

@@ -205,7 +205,12 @@ class KnowledgeBase:
                 "and '_', e.g. handbook",
                 field="name",
             )
-        ChunkingSettings(max_tokens=chunk_tokens, overlap_tokens=chunk_overlap)  # validates
+        try:
+            ChunkingSettings(max_tokens=chunk_tokens, overlap_tokens=chunk_overlap)
+        except (ValueError, TypeError) as exc:
+            raise InvalidRequestError(
+                f"Chunking settings are not valid: {exc}", field="chunking"
+            ) from None
         path = kb_dir() / f"{name}.db"
         if path.exists():
             if exist_ok:
