@@ -63,6 +63,7 @@ __all__ = [
     "Gateway",
     "RenderedPrompt",
     "ResolvedModel",
+    "TokenView",
     "TraceInfo",
     "new_id",
 ]
@@ -145,6 +146,18 @@ class RenderedPrompt:
     estimated: bool
     message_tokens: list[int]
     context_window: int | None
+
+
+@dataclass
+class TokenView:
+    """A text as one model's tokens."""
+
+    model: str
+    pieces: list[tuple[int, str]] | None  # (id, text); None without a tokenizer here
+    tokens: int
+    estimated: bool
+    context_window: int | None
+    cost_usd: float | None
 
 
 @dataclass(frozen=True)
@@ -354,6 +367,22 @@ class Gateway:
         if count is None:
             raise InvalidRequestError(f"{resolved.id} cannot count tokens", field="model")
         return count
+
+    def tokenize(self, text: str, model: str | None = None) -> TokenView:
+        """How ``model`` splits ``text``: the pieces (when its tokenizer runs here), the count,
+        the context window and the cost of the text as input."""
+        resolved = self.resolve(model)
+        provider = resolved.provider
+        pieces = provider.tokenize(resolved.name, text)
+        count = len(pieces) if pieces is not None else estimate_tokens(text)
+        return TokenView(
+            model=resolved.id,
+            pieces=pieces,
+            tokens=count,
+            estimated=pieces is None,
+            context_window=provider.context_window(resolved.name),
+            cost_usd=provider.cost(resolved.name, Usage(input_tokens=count)),
+        )
 
     def render(self, request: ChatRequest) -> RenderedPrompt:
         """What the model reads for ``request``: exact text and tokens where the provider can

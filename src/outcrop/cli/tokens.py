@@ -7,7 +7,6 @@ import sys
 import click
 
 from ..errors import InvalidRequestError
-from ..types import Usage, estimate_tokens
 from ._common import Ctx, echo_json, pass_ctx
 
 _COLOURS = ["cyan", "yellow", "green", "magenta"]
@@ -37,18 +36,13 @@ def tokens(obj: Ctx, text: str | None, model: str | None, ids: bool, as_json: bo
             'Give text to tokenize, e.g. outcrop tokens "Hello world", or pipe it in.',
             field="text",
         )
-    gateway = obj.gateway
-    resolved = gateway.resolve(model)
-    provider = resolved.provider
-    pieces = provider.tokenize(resolved.name, text)
-    estimated = pieces is None
-    count = len(pieces) if pieces is not None else estimate_tokens(text)
-    window = provider.context_window(resolved.name)
-    cost = provider.cost(resolved.name, Usage(input_tokens=count))
+    view = obj.gateway.tokenize(text, model)
+    pieces, count, estimated = view.pieces, view.tokens, view.estimated
+    window, cost = view.context_window, view.cost_usd
     if as_json:
         echo_json(
             {
-                "model": resolved.id,
+                "model": view.model,
                 "tokens": count,
                 "estimated": estimated,
                 "pieces": [{"id": i, "text": p} for i, p in pieces] if pieces is not None else None,
@@ -60,7 +54,7 @@ def tokens(obj: Ctx, text: str | None, model: str | None, ids: bool, as_json: bo
         return
     if pieces is None:
         click.secho(
-            f"{resolved.id} has no tokenizer outcrop can run here; the count is an estimate "
+            f"{view.model} has no tokenizer outcrop can run here; the count is an estimate "
             "(about four characters a token).",
             fg="yellow",
         )
@@ -70,7 +64,7 @@ def tokens(obj: Ctx, text: str | None, model: str | None, ids: bool, as_json: bo
             label = f"{shown}[{token_id}]" if ids else shown
             click.secho(label, fg=_COLOURS[n % len(_COLOURS)], nl=False, reverse=True)
         click.echo()
-    line = f"{'~' if estimated else ''}{count} tokens on {resolved.id}, {len(text)} characters"
+    line = f"{'~' if estimated else ''}{count} tokens on {view.model}, {len(text)} characters"
     if window:
         line += f"; {count / window:.2%} of its {window:,}-token context window"
     if cost is not None:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from ..errors import InvalidRequestError
 from ..types import estimate_tokens
 
 if TYPE_CHECKING:
@@ -89,9 +90,10 @@ class GatewayEmbedder(Embedder):
         return normalise(np.asarray(rows, dtype=np.float32))
 
     def count_tokens(self, text: str) -> int:
-        if self._local is not None:
-            return int(self._local.count_tokens(text))
-        return super().count_tokens(text)
+        try:
+            return self.gateway.count_tokens(text, self.model)
+        except InvalidRequestError:  # a remote model without a tokenizer here
+            return super().count_tokens(text)
 
     @property
     def max_tokens(self) -> int:

@@ -450,6 +450,9 @@ class LocalProvider(Provider):
             return scores
 
     def count_tokens(self, model: str, text: str) -> int | None:
+        embedder = self.embedder(model)
+        if embedder is not None:
+            return int(embedder.count_tokens(text))
         loaded = self.load(model)
         with _exclusive(loaded, model):
             return len(loaded.llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
@@ -460,9 +463,14 @@ class LocalProvider(Provider):
     # -- generation ---------------------------------------------------------
 
     def context_window(self, model: str) -> int | None:
+        embedder = self.embedder(model)
+        if embedder is not None:
+            return int(embedder.max_tokens)
         return int(self.load(model).llama.n_ctx())
 
     def tokenize(self, model: str, text: str) -> list[tuple[int, str]] | None:
+        if self.embedder(model) is not None:
+            return None  # the embedder's word pieces are counted, not shown
         loaded = self.load(model)
         with _exclusive(loaded, model):
             llama = loaded.llama
