@@ -344,3 +344,27 @@ def test_agent_bad_input(gw: Gateway, capsys, cli_model: TestModel):
         Agent("test", [add, add], gateway=gw)
     code, _, err = run(capsys, "agent", "run", " ")
     assert code == 1 and "task is empty" in err
+
+
+@pytest.mark.slow
+def test_agent_command_on_the_real_local_model(capsys, monkeypatch):
+    import io
+
+    from .helpers import run
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    code, out, err = run(
+        capsys,
+        "agent",
+        "run",
+        "What is 17.5% of 2,340?",
+        "--tools",
+        "calculator",
+        "-m",
+        "local:qwen2.5-coder-0.5b",
+        "--max-steps",
+        "4",
+    )
+    assert code == 0, err
+    assert out.splitlines()[0].startswith("→ calculator(")
+    assert "409.5" in out.splitlines()[-1]

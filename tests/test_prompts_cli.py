@@ -226,3 +226,28 @@ def test_tokens_needs_text(capsys, monkeypatch):
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     code, _, err = run(capsys, "tokens", "")
     assert code == 1 and "Give text to tokenize" in err
+
+
+@pytest.mark.slow
+def test_run_on_the_real_local_model(project: Path, store: Store, capsys):
+    code, out, err = run(
+        capsys,
+        "prompts",
+        "run",
+        "support",
+        "--var",
+        "question=Refunds?",
+        "-o",
+        "max_tokens",
+        "12",
+        "-o",
+        "temperature",
+        "0",
+    )
+    assert code == 0, err
+    assert out.strip()
+    from outcrop import Gateway, Settings
+
+    row = Gateway(settings=Settings()).store.recent(1)[0]
+    assert (row.model, row.prompt_name, row.prompt_version) == ("local:smollm2-135m", "support", 1)
+    assert 0 < row.output_tokens <= 12
