@@ -102,3 +102,25 @@ def test_agents_guide_example_runs(capsys):
     (block,) = _python_blocks("agents.md")[:1]
     exec(compile(block, "agents.md", "exec"), {})
     assert "409.50 euros" in capsys.readouterr().out
+
+
+def test_evaluation_guide_python_example_runs():
+    (block,) = _python_blocks("evaluation.md")
+    exec(compile(block, "evaluation.md", "exec"), {})
+
+
+def test_evaluation_guide_suites_load(tmp_path: Path):
+    from outcrop.evals import load_suite
+
+    text = (DOCS / "evaluation.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
+    assert len(blocks) == 2
+    for i, block in enumerate(blocks):
+        path = tmp_path / f"suite{i}.yaml"
+        path.write_text(block)
+        suite = load_suite(path)
+        assert suite.metric_specs()
+    assert load_suite(tmp_path / "suite0.yaml").models == [
+        "local:smollm2-135m",
+        "local:qwen2.5-coder-0.5b",
+    ]

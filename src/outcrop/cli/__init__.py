@@ -15,6 +15,7 @@ import click
 from ..errors import OutcropError
 from ._common import Ctx, DefaultGroup
 from .agent import agent
+from .eval import eval_
 from .image import image
 from .init import init
 from .kb import kb
@@ -73,6 +74,7 @@ cli.add_command(prompts)
 cli.add_command(tokens)
 cli.add_command(kb)
 cli.add_command(agent)
+cli.add_command(eval_)
 
 
 def main(argv: list[str] | None = None) -> Any:

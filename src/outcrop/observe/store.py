@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -104,12 +105,49 @@ def _m004_label_move_kind(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE prompt_label_moves ADD COLUMN kind TEXT NOT NULL DEFAULT 'promote'")
 
 
+def _m005_evals(db: sqlite3.Connection) -> None:
+    db.execute(
+        """
+        CREATE TABLE eval_runs (
+            id TEXT PRIMARY KEY,
+            suite TEXT NOT NULL,
+            suite_hash TEXT NOT NULL,
+            suite_json TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            finished_at REAL,
+            status TEXT NOT NULL,
+            total INTEGER NOT NULL,
+            note TEXT
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE eval_results (
+            run_id TEXT NOT NULL REFERENCES eval_runs(id) ON DELETE CASCADE,
+            prompt TEXT NOT NULL,
+            model TEXT NOT NULL,
+            case_id TEXT NOT NULL,
+            repeat INTEGER NOT NULL,
+            data TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (run_id, prompt, model, case_id, repeat)
+        )
+        """
+    )
+    db.execute(
+        "CREATE TABLE eval_cache (key TEXT PRIMARY KEY, data TEXT NOT NULL, "
+        "created_at REAL NOT NULL)"
+    )
+
+
 # Named and ordered; each applied once and recorded in _migrations.
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("001_traces", _m001_traces),
     ("002_usage_estimated", _m002_usage_estimated),
     ("003_prompts", _m003_prompts),
     ("004_label_move_kind", _m004_label_move_kind),
+    ("005_evals", _m005_evals),
 ]
 
 
@@ -398,3 +436,89 @@ class Store:
                     (parent_id,),
                 )
             ]
+
+    # -- evaluation runs ----------------------------------------------------
+
+    def add_eval_run(
+        self,
+        *,
+        run_id: str,
+        suite: str,
+        suite_hash: str,
+        suite_json: str,
+        total: int,
+        created_at: float,
+    ) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO eval_runs (id, suite, suite_hash, suite_json, created_at, status, "
+                "total) VALUES (?, ?, ?, ?, ?, 'running', ?)",
+                (run_id, suite, suite_hash, suite_json, created_at, total),
+            )
+
+    def set_eval_run_status(self, run_id: str, status: str, finished_at: float | None) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE eval_runs SET status = ?, finished_at = ? WHERE id = ?",
+                (status, finished_at, run_id),
+            )
+
+    def eval_runs(self, limit: int = 20, suite: str | None = None) -> list[dict[str, Any]]:
+        """Runs, newest first, with how many results each holds."""
+        where, args = ("WHERE r.suite = ?", [suite]) if suite else ("", [])
+        with self._lock:
+            return [
+                dict(r)
+                for r in self._db.execute(
+                    "SELECT r.id, r.suite, r.suite_hash, r.created_at, r.finished_at, r.status, "
+                    "r.total, (SELECT count(*) FROM eval_results e WHERE e.run_id = r.id) AS done "
+                    f"FROM eval_runs r {where} ORDER BY r.created_at DESC, r.rowid DESC LIMIT ?",
+                    (*args, limit),
+                )
+            ]
+
+    def eval_run(self, run_id: str) -> dict[str, Any] | None:
+        """A run by id or unique id prefix (``None`` when none matches)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM eval_runs WHERE id = ? OR id LIKE ? ORDER BY id = ? DESC LIMIT 2",
+                (run_id, run_id.replace("%", "").replace("_", "") + "%", run_id),
+            ).fetchall()
+        if not rows:
+            return None
+        if len(rows) > 1 and rows[0]["id"] != run_id:
+            raise UserError(f"{run_id!r} matches more than one run; give more of the id.")
+        return dict(rows[0])
+
+    def add_eval_result(
+        self, run_id: str, prompt: str, model: str, case_id: str, repeat: int, data: str
+    ) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO eval_results (run_id, prompt, model, case_id, repeat, "
+                "data, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (run_id, prompt, model, case_id, repeat, data, time.time()),
+            )
+
+    def eval_results(self, run_id: str) -> list[dict[str, Any]]:
+        """A run's result rows in the order they were stored (``data`` still JSON text)."""
+        with self._lock:
+            return [
+                dict(r)
+                for r in self._db.execute(
+                    "SELECT * FROM eval_results WHERE run_id = ? ORDER BY created_at, rowid",
+                    (run_id,),
+                )
+            ]
+
+    def cache_get(self, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT data FROM eval_cache WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def cache_put(self, key: str, data: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO eval_cache (key, data, created_at) VALUES (?, ?, ?)",
+                (key, data, time.time()),
+            )

@@ -66,7 +66,7 @@ def project_prompts(folder: Path | None = None) -> dict[str, PromptFile]:
     return found
 
 
-def _yaml_line(text: str, loc: list[str]) -> int | None:
+def yaml_line(text: str, loc: list[str]) -> int | None:
     try:
         node = yaml.compose(text)
     except yaml.YAMLError:
@@ -87,7 +87,8 @@ def _yaml_line(text: str, loc: list[str]) -> int | None:
     return line
 
 
-def _parse(path: Path, text: str) -> dict[str, Any]:
+def parse_mapping(path: Path, text: str, what: str = "a prompt file") -> dict[str, Any]:
+    """A YAML or TOML file's top-level mapping; errors carry the file and line."""
     if path.suffix == ".toml":
         return load_toml(text, path)
     try:
@@ -99,7 +100,7 @@ def _parse(path: Path, text: str) -> dict[str, Any]:
             f"not valid YAML: {problem}", path=path, line=mark.line + 1 if mark else None
         ) from None
     if not isinstance(data, dict):
-        raise ConfigError("a prompt file holds a mapping of fields (query: …)", path=path, line=1)
+        raise ConfigError(f"{what} holds a mapping of fields (name: …)", path=path, line=1)
     return data
 
 
@@ -113,7 +114,7 @@ def load_file(path: Path) -> PromptFile:
         raise ConfigError(f"cannot read it ({exc.__class__.__name__}: {exc})", path=path) from None
     if path.suffix not in PROMPT_SUFFIXES:
         raise ConfigError(f"a prompt file ends in {', '.join(PROMPT_SUFFIXES)}", path=path)
-    data = _parse(path, text)
+    data = parse_mapping(path, text)
     is_chain = "steps" in data
     try:
         if is_chain:
@@ -122,7 +123,7 @@ def load_file(path: Path) -> PromptFile:
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = [str(p) for p in err["loc"]]
-        line = (toml_line if path.suffix == ".toml" else _yaml_line)(text, loc) if loc else None
+        line = (toml_line if path.suffix == ".toml" else yaml_line)(text, loc) if loc else None
         field = ".".join(loc) or "(file)"
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
