@@ -126,6 +126,8 @@ class _SettingsFile(BaseModel):
     aliases: dict[str, str] = Field(default_factory=dict)
     retry: RetrySettings = Field(default_factory=RetrySettings)
     endpoints: dict[str, EndpointSettings] = Field(default_factory=dict)
+    # Read by `outcrop serve` (outcrop.serve.config), which checks each table.
+    agents: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 @dataclass

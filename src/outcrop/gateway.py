@@ -168,6 +168,7 @@ class TraceInfo:
     prompt_name: str | None = None
     prompt_version: int | None = None
     kind: str = "chat"
+    api_key: str | None = None  # the server API key's id, for per-key usage and budgets
 
 
 @dataclass
@@ -458,7 +459,9 @@ class Gateway:
         """:meth:`chat` for async code; runs the call on a worker thread."""
         return await asyncio.to_thread(self.chat, prompt, model=model, system=system, **options)
 
-    def embed(self, texts: str | Sequence[str], *, model: str) -> EmbeddingResponse:
+    def embed(
+        self, texts: str | Sequence[str], *, model: str, api_key: str | None = None
+    ) -> EmbeddingResponse:
         """Embed texts with ``model`` (one trace row, kind ``embedding``).
 
         Retries like a chat call, but never falls back: vectors of two models
@@ -477,6 +480,7 @@ class Gateway:
         )
         cost = resolved.provider.cost(resolved.name, result.usage)
         trace_id = self._record_call(
+            api_key=api_key,
             kind="embedding",
             resolved=resolved,
             requested=model,
@@ -640,6 +644,7 @@ class Gateway:
         status: str = "ok",
         error: str | None = None,
         trace_id: str | None = None,
+        api_key: str | None = None,
     ) -> str:
         trace_id = trace_id or new_id()
         self.store.record(
@@ -661,6 +666,7 @@ class Gateway:
                 request=request,
                 response=response,
                 usage_estimated=usage.estimated,
+                api_key=api_key,
             )
         )
         return trace_id
@@ -850,5 +856,6 @@ class Gateway:
             kind=run.trace.kind,
             prompt_name=run.trace.prompt_name,
             prompt_version=run.trace.prompt_version,
+            api_key=run.trace.api_key,
         )
         self.store.record(row)

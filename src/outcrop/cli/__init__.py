@@ -24,6 +24,7 @@ from .logs import logs, usage
 from .models import models
 from .prompt import chat, prompt
 from .prompts import prompts
+from .serve import serve
 from .tokens import tokens
 
 __all__ = ["cli", "main"]
@@ -75,6 +76,7 @@ cli.add_command(tokens)
 cli.add_command(kb)
 cli.add_command(agent)
 cli.add_command(eval_)
+cli.add_command(serve)
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -141,6 +141,25 @@ def _m005_evals(db: sqlite3.Connection) -> None:
     )
 
 
+def _m006_api_keys(db: sqlite3.Connection) -> None:
+    db.execute(
+        """
+        CREATE TABLE api_keys (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            hash TEXT NOT NULL UNIQUE,
+            prefix TEXT NOT NULL,
+            scopes TEXT NOT NULL,
+            limits TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            revoked_at REAL
+        )
+        """
+    )
+    db.execute("ALTER TABLE traces ADD COLUMN api_key TEXT")
+    db.execute("CREATE INDEX traces_api_key ON traces(api_key, started_at)")
+
+
 # Named and ordered; each applied once and recorded in _migrations.
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("001_traces", _m001_traces),
@@ -148,6 +167,7 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("003_prompts", _m003_prompts),
     ("004_label_move_kind", _m004_label_move_kind),
     ("005_evals", _m005_evals),
+    ("006_api_keys", _m006_api_keys),
 ]
 
 
@@ -177,6 +197,7 @@ class TraceRow:
     usage_estimated: bool = False
     prompt_name: str | None = None
     prompt_version: int | None = None
+    api_key: str | None = None  # the server API key's id that made the call
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -522,3 +543,57 @@ class Store:
                 "INSERT OR REPLACE INTO eval_cache (key, data, created_at) VALUES (?, ?, ?)",
                 (key, data, time.time()),
             )
+
+    # -- server API keys ----------------------------------------------------
+
+    def add_api_key(
+        self,
+        *,
+        key_id: str,
+        name: str,
+        key_hash: str,
+        prefix: str,
+        scopes: str,
+        limits: str,
+        created_at: float,
+    ) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO api_keys (id, name, hash, prefix, scopes, limits, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (key_id, name, key_hash, prefix, scopes, limits, created_at),
+            )
+
+    def api_keys(self, include_revoked: bool = False) -> list[dict[str, Any]]:
+        where = "" if include_revoked else "WHERE revoked_at IS NULL"
+        with self._lock:
+            return [
+                dict(r)
+                for r in self._db.execute(f"SELECT * FROM api_keys {where} ORDER BY created_at")
+            ]
+
+    def api_key_by_hash(self, key_hash: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM api_keys WHERE hash = ? AND revoked_at IS NULL", (key_hash,)
+            ).fetchone()
+        return None if row is None else dict(row)
+
+    def revoke_api_key(self, name: str, revoked_at: float) -> bool:
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
+                (revoked_at, name),
+            )
+            return cur.rowcount > 0
+
+    def key_usage(self, key_id: str, since: float) -> tuple[int, float, int]:
+        """(tokens, cost in USD, calls) recorded for an API key since a time."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT coalesce(sum(input_tokens + output_tokens), 0), "
+                "coalesce(sum(cost_usd), 0), count(*) FROM traces "
+                "WHERE api_key = ? AND started_at >= ?",
+                (key_id, since),
+            ).fetchone()
+        return int(row[0]), float(row[1]), int(row[2])

@@ -1,0 +1,696 @@
+"""``outcrop serve``: outcrop's models, knowledge bases and agents over an OpenAI-compatible API.
+
+Every request goes through the same :class:`~outcrop.gateway.Gateway` as the
+library and the CLI, so every call is a trace row — carrying the API key that
+made it, which is what budgets are counted from. Local models sit behind a fair
+(FIFO) queue with a length limit and a wait timeout; remote models run
+concurrently. A client that disconnects mid-stream stops the generation, and
+the call is recorded as cancelled with its partial usage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import struct
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..errors import (
+    InvalidRequestError,
+    MissingKeyError,
+    OutcropError,
+    ProviderError,
+    ProviderTimeoutError,
+    UnknownModelError,
+    UserError,
+)
+from ..gateway import ChatStream, Gateway, TraceInfo
+from ..types import StreamEvent, Usage
+from .keys import ApiKey, authenticate
+from .limits import Denied, FairQueue, Limiter, QueueFull, QueueTimeout
+from .metrics import Metrics
+from .openai_api import (
+    ChatCompletionRequest,
+    EmbeddingRequest,
+    ErrorBody,
+    chunk,
+    completion,
+    event_delta,
+    to_chat_request,
+)
+
+__all__ = ["ServeConfig", "create_app"]
+
+log = logging.getLogger("outcrop.serve")
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+@dataclass
+class ServeConfig:
+    max_body_bytes: int = 4 * 1024 * 1024
+    queue_max: int = 32  # requests waiting for a local model, beyond those it serves
+    queue_timeout: float = 120.0  # seconds a request may wait for a local model
+    local_slots: int = 1  # calls a local model serves at once (more with batching)
+    require_keys: bool = False  # also when no key exists yet (otherwise: once one does)
+    agents: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type_: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+        retry_after: float | None = None,
+    ):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type_
+        self.code = code
+        self.param = param
+        self.retry_after = retry_after
+
+
+def _error(
+    status: int,
+    message: str,
+    type_: str = "invalid_request_error",
+    code: str | None = None,
+    param: str | None = None,
+    retry_after: float | None = None,
+) -> JSONResponse:
+    headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after else None
+    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _from_outcrop(exc: OutcropError) -> ApiError:
+    if isinstance(exc, UnknownModelError):
+        return ApiError(404, str(exc), code="model_not_found", param="model")
+    if isinstance(exc, MissingKeyError):
+        return ApiError(
+            503, f"The server is not set up for this model: {exc}", type_="server_error"
+        )
+    if isinstance(exc, InvalidRequestError):
+        return ApiError(400, str(exc), param=exc.field)
+    if isinstance(exc, UserError):
+        return ApiError(400, str(exc))
+    if isinstance(exc, ProviderTimeoutError):
+        return ApiError(504, str(exc), type_="server_error", code="timeout")
+    if isinstance(exc, ProviderError):
+        if exc.status_code == 429:
+            retry = exc.headers.get("retry-after") or exc.headers.get("Retry-After")
+            return ApiError(
+                429,
+                str(exc),
+                type_="rate_limit_error",
+                code="upstream_rate_limit",
+                retry_after=float(retry) if retry and retry.isdigit() else 1.0,
+            )
+        if exc.status_code is not None and 400 <= exc.status_code < 500:
+            return ApiError(400, str(exc), code="upstream_rejected")
+        return ApiError(502, str(exc), type_="server_error", code="upstream_error")
+    return ApiError(500, str(exc), type_="server_error")
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text}
+    for code, text in {
+        400: "Invalid request (the message names the field)",
+        401: "Missing or unknown API key",
+        403: "The key may not use this model or knowledge base",
+        404: "Unknown model or knowledge base",
+        413: "Request body too large",
+        429: "Rate limit, budget or queue full (see Retry-After)",
+        502: "The model provider failed",
+        503: "Waited too long for a local model (see Retry-After)",
+    }.items()
+}
+
+
+class _BodyLimit:
+    """Refuse bodies over ``limit`` bytes with 413, whether sized or chunked."""
+
+    def __init__(self, app: Any, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        message = (
+            f"The request body is over the server's limit of {self.limit:,} bytes; send less "
+            "(or start the server with a larger --max-body-mb)."
+        )
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                await _error(413, message, code="body_too_large")(scope, receive, send)
+                return
+        seen = 0
+        too_big = False
+
+        async def limited() -> MutableMapping[str, Any]:
+            nonlocal seen, too_big
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.limit:
+                    too_big = True
+                    raise ApiError(413, message, code="body_too_large")
+            return msg
+
+        started = False
+
+        async def tracking_send(msg: MutableMapping[str, Any]) -> None:
+            nonlocal started
+            if msg["type"] == "http.response.start":
+                started = True
+            await send(msg)
+
+        try:
+            await self.app(scope, limited, tracking_send)
+        except ApiError as exc:
+            if too_big and not started:
+                await _error(413, exc.message, code="body_too_large")(scope, receive, send)
+                return
+            raise
+
+
+class KBSearch(BaseModel):
+    query: str = Field(min_length=1)
+    k: int = Field(default=5, ge=1, le=100)
+    mode: str = "hybrid"
+    filters: dict[str, str] | None = None
+
+
+class KBAsk(BaseModel):
+    question: str = Field(min_length=1)
+    model: str | None = None
+    k: int = Field(default=5, ge=1, le=50)
+
+
+class AgentRun(BaseModel):
+    task: str = Field(min_length=1)
+    model: str | None = None
+
+
+class _Server:
+    """State shared by the routes: the gateway, limits, queues and metrics."""
+
+    def __init__(self, gateway: Gateway, config: ServeConfig):
+        self.gateway = gateway
+        self.config = config
+        self.limiter = Limiter(gateway.store)
+        self.metrics = Metrics()
+        self.queues: dict[str, FairQueue] = {}
+        self.metrics.gauge(
+            "outcrop_queue_waiting",
+            "Requests waiting for a local model.",
+            lambda: {m: float(q.waiting) for m, q in self.queues.items()},
+        )
+        self.metrics.gauge(
+            "outcrop_queue_active",
+            "Calls a local model is serving now.",
+            lambda: {m: float(q.active) for m, q in self.queues.items()},
+        )
+
+    def queue_for(self, model_id: str, provider: str) -> FairQueue | None:
+        if provider != "local":
+            return None
+        queue = self.queues.get(model_id)
+        if queue is None:
+            queue = FairQueue(
+                self.config.local_slots, self.config.queue_max, self.config.queue_timeout
+            )
+            self.queues[model_id] = queue
+        return queue
+
+    async def caller(self, request: Request) -> ApiKey | None:
+        store = self.gateway.store
+        required = self.config.require_keys or bool(store.api_keys())
+        if not required:
+            return None
+        header = request.headers.get("authorization", "")
+        scheme, _, secret = header.partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
+            raise ApiError(
+                401,
+                "Missing API key: send the header 'Authorization: Bearer <key>' (create a key "
+                "with: outcrop keys create NAME).",
+                code="missing_api_key",
+            )
+        key = authenticate(store, secret.strip())
+        if key is None:
+            raise ApiError(
+                401,
+                f"Incorrect API key provided: {secret.strip()[:7]}…. Check it, or see "
+                "`outcrop keys list` on the server.",
+                code="invalid_api_key",
+            )
+        return key
+
+    def admit(self, key: ApiKey | None, model: str | None = None) -> int | None:
+        if key is None:
+            return None
+        if model is not None and not key.allows_model(model):
+            raise ApiError(
+                403,
+                f"Key {key.name!r} may not use model {model!r} (it may use: "
+                f"{', '.join(key.models)}).",
+                code="model_not_allowed",
+                param="model",
+            )
+        try:
+            return self.limiter.admit(key)
+        except Denied as denied:
+            self.metrics.reject(denied.code)
+            raise ApiError(
+                denied.status,
+                denied.message,
+                type_="rate_limit_error"
+                if denied.code == "rate_limit_exceeded"
+                else "insufficient_quota",
+                code=denied.code,
+                retry_after=denied.retry_after,
+            ) from None
+
+    def spent(self, key: ApiKey | None, model: str, usage: Usage) -> None:
+        self.metrics.used(model, usage.input_tokens, usage.output_tokens)
+        if key is not None:
+            self.limiter.spent(key, usage.input_tokens + usage.output_tokens)
+
+    async def enter(self, queue: FairQueue | None) -> None:
+        if queue is None:
+            return
+        try:
+            await queue.acquire()
+        except QueueFull as full:
+            self.metrics.reject("queue_full")
+            raise ApiError(
+                429,
+                f"The local model is busy: {full.waiting} requests are waiting already. Try "
+                "again shortly.",
+                type_="rate_limit_error",
+                code="queue_full",
+                retry_after=full.retry_after,
+            ) from None
+        except QueueTimeout as late:
+            self.metrics.reject("queue_timeout")
+            raise ApiError(
+                503,
+                f"Waited {late.waited:.0f} s for the local model without a turn. Try again "
+                "shortly.",
+                type_="server_error",
+                code="queue_timeout",
+                retry_after=late.retry_after,
+            ) from None
+
+
+class _Puller:
+    """Reads a stream on worker threads, one event at a time.
+
+    A client that goes away cancels the reading coroutine while a worker may still
+    be inside the stream; ``abandon()`` then leaves the closing to that worker, so
+    the generation stops and the call is recorded as cancelled either way.
+    """
+
+    def __init__(self, stream: ChatStream):
+        self.stream = stream
+        self._lock = threading.Lock()
+        self._busy = False
+        self._abandoned = False
+
+    def _pull(self) -> StreamEvent | None:
+        with self._lock:
+            if self._abandoned:
+                return None
+            self._busy = True
+        try:
+            return next(self.stream, None)
+        finally:
+            with self._lock:
+                self._busy = False
+                abandoned = self._abandoned
+            if abandoned:
+                self.stream.close()
+
+    async def next(self) -> StreamEvent | None:
+        return await asyncio.to_thread(self._pull)
+
+    def abandon(self) -> None:
+        with self._lock:
+            self._abandoned = True
+            busy = self._busy
+        if busy:
+            self.stream._run.cancel.set()  # the worker stops at the next token and closes
+        else:
+            self.stream.close()
+
+
+def _sse(data: dict[str, Any] | str) -> bytes:
+    text = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
+    return f"data: {text}\n\n".encode()
+
+
+def create_app(gateway: Gateway | None = None, config: ServeConfig | None = None) -> FastAPI:
+    """The ASGI app. ``gateway`` defaults to one built from outcrop.toml."""
+    gw = gateway if gateway is not None else Gateway()
+    server = _Server(gw, config or ServeConfig())
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        gw.close()  # in-flight requests have finished or been cancelled (and recorded)
+
+    app = FastAPI(
+        title="outcrop",
+        version="1",
+        summary="OpenAI-compatible API over outcrop's models, knowledge bases and agents.",
+        lifespan=lifespan,
+    )
+    app.state.server = server
+
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, exc.message, exc.type, exc.code, exc.param, exc.retry_after)
+
+    @app.exception_handler(OutcropError)
+    async def outcrop_error(_: Request, exc: OutcropError) -> JSONResponse:
+        e = _from_outcrop(exc)
+        return _error(e.status, e.message, e.type, e.code, e.param, e.retry_after)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        param = None
+        for err in exc.errors()[:5]:
+            loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+            where = ".".join(loc)
+            param = param or where or None
+            if err.get("type") == "json_invalid":
+                ctx = err.get("ctx", {})
+                parts.append(f"the body is not valid JSON ({ctx.get('error', 'parse error')})")
+                continue
+            value = err.get("input")
+            shown = ""
+            if err.get("type") not in ("missing",) and not isinstance(value, dict | list):
+                shown = f" (got {json.dumps(value)[:60]})" if value is not None else ""
+            parts.append(f"{where or 'body'}: {err.get('msg', 'invalid')}{shown}")
+        return _error(400, "Invalid request: " + "; ".join(parts), param=param)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = str(exc.detail)
+        if exc.status_code == 404:
+            message = "No such endpoint. The API is under /v1 (see /docs)."
+        elif exc.status_code == 405:
+            message = "Method not allowed on this endpoint (see /docs)."
+        return _error(exc.status_code, message)
+
+    @app.exception_handler(Exception)
+    async def crashed(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return _error(500, f"Internal error ({exc.__class__.__name__}).", "server_error")
+
+    @app.middleware("http")
+    async def measure(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        t0 = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        server.metrics.request(path, response.status_code, time.perf_counter() - t0)
+        return response
+
+    app.add_middleware(_BodyLimit, limit=server.config.max_body_bytes)
+
+    caller = Depends(server.caller)
+
+    @app.get("/health", tags=["server"])
+    async def health() -> dict[str, Any]:
+        """Liveness: answers without a key."""
+        return {"status": "ok", "queues": {m: q.waiting for m, q in server.queues.items()}}
+
+    @app.get("/metrics", tags=["server"], response_class=PlainTextResponse, responses=_ERRORS)
+    async def metrics(key: ApiKey | None = caller) -> PlainTextResponse:
+        """Prometheus metrics: requests, latency, tokens, refusals, queue depth."""
+        return PlainTextResponse(server.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/v1/models", tags=["openai"], responses=_ERRORS)
+    async def models(key: ApiKey | None = caller) -> dict[str, Any]:
+        """The models this server serves (those the key may use)."""
+        found = await asyncio.to_thread(gw.models)
+        data = [
+            {"id": m.id, "object": "model", "created": 0, "owned_by": m.provider}
+            for m in found
+            if key is None or key.allows_model(m.id)
+        ]
+        return {"object": "list", "data": data}
+
+    @app.post("/v1/chat/completions", tags=["openai"], responses=_ERRORS)
+    async def chat_completions(body: ChatCompletionRequest, key: ApiKey | None = caller) -> Any:
+        """Chat completions, plain or streamed (SSE), with tools and JSON-schema output."""
+        cap = server.admit(key, body.model)
+        chat_request = to_chat_request(body, cap)
+        resolved = gw.resolve(chat_request.model)
+        queue = server.queue_for(resolved.id, resolved.provider.name)
+        await server.enter(queue)
+        t0 = time.perf_counter()
+
+        def release() -> None:
+            if queue is not None:
+                queue.release(time.perf_counter() - t0)
+
+        trace = TraceInfo(kind="chat", api_key=key.id if key else None)
+        try:
+            stream = gw.stream(chat_request, trace=trace)
+        except BaseException:
+            release()
+            raise
+        if not body.stream:
+            try:
+                response = await asyncio.to_thread(stream.collect)
+            finally:
+                stream.close()
+                release()
+            server.spent(key, response.model, response.usage)
+            return completion(response)
+        puller = _Puller(stream)
+        try:
+            first = await puller.next()  # errors before the first token get a status
+        except BaseException:
+            puller.abandon()
+            release()
+            raise
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return StreamingResponse(
+            _stream(server, puller, first, body.model, key, include_usage, queue, t0),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    @app.post("/v1/embeddings", tags=["openai"], responses=_ERRORS)
+    async def embeddings(body: EmbeddingRequest, key: ApiKey | None = caller) -> dict[str, Any]:
+        """Embeddings (float lists or base64 float32)."""
+        server.admit(key, body.model)
+        texts = [body.input] if isinstance(body.input, str) else body.input
+        if not texts or any(not t for t in texts):
+            raise ApiError(400, "input: give one or more non-empty texts", param="input")
+        if len(texts) > 2048:
+            raise ApiError(400, "input: at most 2,048 texts per request", param="input")
+        result = await asyncio.to_thread(
+            gw.embed, texts, model=body.model, api_key=key.id if key else None
+        )
+        server.spent(key, result.model, result.usage)
+        data = []
+        for i, vector in enumerate(result.vectors):
+            value: Any = vector
+            if body.encoding_format == "base64":
+                value = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+            data.append({"object": "embedding", "index": i, "embedding": value})
+        tokens = result.usage.input_tokens
+        return {
+            "object": "list",
+            "data": data,
+            "model": result.model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+
+    def _kb(name: str, key: ApiKey | None) -> Any:
+        if key is not None and not key.allows_kb(name):
+            raise ApiError(
+                403, f"Key {key.name!r} may not use knowledge base {name!r}.", code="kb_not_allowed"
+            )
+        from ..rag import KnowledgeBase, kb_names
+
+        if name not in kb_names():
+            raise ApiError(
+                404,
+                f"No knowledge base {name!r}; knowledge bases: {', '.join(kb_names()) or 'none'}.",
+                code="kb_not_found",
+            )
+        return KnowledgeBase.open(name, gateway=gw)
+
+    @app.post("/v1/knowledge-bases/{name}/search", tags=["knowledge bases"], responses=_ERRORS)
+    async def kb_search(name: str, body: KBSearch, key: ApiKey | None = caller) -> dict[str, Any]:
+        """Hybrid search; every result carries its score per stage."""
+        server.admit(key)
+        base = _kb(name, key)
+        try:
+            hits = await asyncio.to_thread(
+                base.search, body.query, k=body.k, mode=body.mode, filters=body.filters
+            )
+        finally:
+            base.close()
+        return {"object": "list", "data": [h.to_dict() for h in hits]}
+
+    @app.post("/v1/knowledge-bases/{name}/ask", tags=["knowledge bases"], responses=_ERRORS)
+    async def kb_ask(name: str, body: KBAsk, key: ApiKey | None = caller) -> dict[str, Any]:
+        """An answer from the knowledge base that cites its sources."""
+        model = body.model or gw.settings.default_model
+        server.admit(key, model)
+        base = _kb(name, key)
+        resolved = gw.resolve(model)
+        queue = server.queue_for(resolved.id, resolved.provider.name)
+        await server.enter(queue)
+        t0 = time.perf_counter()
+        try:
+            answer = await asyncio.to_thread(base.ask, body.question, model=model, k=body.k)
+        finally:
+            base.close()
+            if queue is not None:
+                queue.release(time.perf_counter() - t0)
+        return dict(answer.to_dict())
+
+    @app.post("/v1/agents/{name}/runs", tags=["agents"], responses=_ERRORS)
+    async def agent_run(name: str, body: AgentRun, key: ApiKey | None = caller) -> dict[str, Any]:
+        """Run an agent defined in outcrop.toml ([agents.NAME]) on a task."""
+        spec = server.config.agents.get(name)
+        if spec is None:
+            known = ", ".join(server.config.agents) or "none (define [agents.NAME] in outcrop.toml)"
+            raise ApiError(
+                404, f"No agent named {name!r}; agents: {known}.", code="agent_not_found"
+            )
+        model = body.model or spec.get("model") or gw.settings.default_model
+        server.admit(key, model)
+        from ..agents import Agent
+        from ..agents.builtin import calculator, current_datetime, kb_search_tool
+
+        tools = []
+        for tool_name in spec.get("tools", []):
+            if tool_name.startswith("kb:"):
+                if key is not None and not key.allows_kb(tool_name[3:]):
+                    raise ApiError(
+                        403, f"Key {key.name!r} may not use {tool_name}.", code="kb_not_allowed"
+                    )
+                tools.append(kb_search_tool(tool_name[3:], gateway=gw))
+            else:
+                tools.append({"calculator": calculator, "datetime": current_datetime}[tool_name])
+        agent = Agent(
+            model,
+            tools,
+            spec.get("instructions"),
+            max_steps=int(spec.get("max_steps", 6)),
+            gateway=gw,
+        )
+        resolved = gw.resolve(model)
+        queue = server.queue_for(resolved.id, resolved.provider.name)
+        await server.enter(queue)
+        t0 = time.perf_counter()
+        try:
+            result = await asyncio.to_thread(agent.run, body.task)
+        finally:
+            if queue is not None:
+                queue.release(time.perf_counter() - t0)
+        return {
+            "id": result.trace_id,
+            "status": result.status,
+            "output": result.output,
+            "steps": [
+                {
+                    "kind": s.kind,
+                    "text": s.text,
+                    "tool": s.tool,
+                    "arguments": s.arguments,
+                    "ok": s.ok,
+                }
+                for s in result.steps
+            ],
+            "usage": {
+                "prompt_tokens": result.usage.input_tokens,
+                "completion_tokens": result.usage.output_tokens,
+            },
+            "cost_usd": result.cost_usd,
+        }
+
+    return app
+
+
+async def _stream(
+    server: _Server,
+    puller: _Puller,
+    first: StreamEvent | None,
+    model: str,
+    key: ApiKey | None,
+    include_usage: bool,
+    queue: FairQueue | None,
+    t0: float,
+) -> AsyncIterator[bytes]:
+    created = int(time.time())
+    trace_id = puller.stream.trace_id
+    usage = Usage()
+    tools = 0
+    finished = False
+    try:
+        yield _sse(chunk(trace_id, model, created, delta={"role": "assistant", "content": ""}))
+        event = first
+        while event is not None:
+            if event.usage is not None:
+                usage = event.usage
+            if event.type == "finish":
+                finished = True
+                yield _sse(chunk(trace_id, model, created, finish_reason=event.finish_reason))
+            else:
+                delta = event_delta(event, tools)
+                if event.type == "tool_call":
+                    tools += 1
+                if delta is not None:
+                    yield _sse(chunk(trace_id, model, created, delta=delta))
+            event = await puller.next()
+        if include_usage:
+            yield _sse(chunk(trace_id, model, created, usage=usage))
+        yield _sse("[DONE]")
+    except OutcropError as exc:
+        e = _from_outcrop(exc)
+        yield _sse({"error": {"message": e.message, "type": e.type, "code": e.code}})
+    finally:
+        # A client that went away cancels this generator: stop the model and record
+        # the call as cancelled with what it used so far.
+        puller.abandon()
+        if queue is not None:
+            queue.release(time.perf_counter() - t0)
+        server.spent(key, model, usage)
+        if not finished:
+            log.info("stream %s ended early", trace_id)

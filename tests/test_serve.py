@@ -1,0 +1,437 @@
+"""``outcrop serve`` checked with the official ``openai`` SDK over real HTTP on loopback."""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx2 as httpx
+import openai
+import pytest
+
+from outcrop import Gateway, Settings, Store
+from outcrop.providers.testing import FunctionModel, TestModel
+from outcrop.serve.app import ServeConfig, create_app
+from outcrop.serve.keys import KeyLimits, create_key
+from outcrop.types import ChatRequest, ToolCall
+
+from .serving import LiveServer
+
+
+def echo(request: ChatRequest) -> object:
+    last = request.messages[-1].text
+    if request.tools and request.tool_choice != "none":
+        return ToolCall(id="call_1", name=request.tools[0].name, arguments={"city": "Paris"})
+    if request.response_format is not None:
+        return json.dumps({"name": "Ada", "age": 36})
+    return f"You said: {last}"
+
+
+@pytest.fixture
+def gw(store: Store) -> Gateway:
+    return Gateway(
+        settings=Settings(default_model="fn:echo"),
+        store=store,
+        providers={"fn": FunctionModel(echo)},
+        sleep=lambda s: None,
+    )
+
+
+@pytest.fixture
+def live(gw: Gateway) -> Iterator[LiveServer]:
+    server = LiveServer(create_app(gw, ServeConfig(max_body_bytes=64 * 1024))).start()
+    yield server
+    server.stop()
+
+
+def client(live: LiveServer, key: str = "none") -> openai.OpenAI:
+    return openai.OpenAI(base_url=live.url + "/v1", api_key=key, max_retries=0)
+
+
+def test_chat_plain_and_streamed_with_usage(live: LiveServer, store: Store) -> None:
+    c = client(live)
+    r = c.chat.completions.create(model="fn:echo", messages=[{"role": "user", "content": "hi"}])
+    assert r.choices[0].message.content == "You said: hi"
+    assert r.choices[0].finish_reason == "stop"
+    assert r.usage is not None and r.usage.completion_tokens == 3
+    chunks = list(
+        c.chat.completions.create(
+            model="fn:echo",
+            messages=[{"role": "user", "content": "stream please"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+    assert text == "You said: stream please"
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 4
+    assert [ch.choices[0].finish_reason for ch in chunks if ch.choices][-1] == "stop"
+    rows = store.recent(limit=10)
+    assert len(rows) == 2 and {r.stream for r in rows} == {True}
+    assert all(r.status == "ok" for r in rows)
+
+
+def test_tools_json_schema_embeddings_and_models(live: LiveServer, store: Store) -> None:
+    c = client(live)
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Weather in a city",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string"}},
+                    "required": ["city"],
+                },
+            },
+        }
+    ]
+    r = c.chat.completions.create(
+        model="fn:echo",
+        messages=[{"role": "user", "content": "Weather in Paris?"}],
+        tools=tools,  # type: ignore[arg-type]
+        tool_choice="required",
+    )
+    call = r.choices[0].message.tool_calls[0]  # type: ignore[index]
+    assert call.function.name == "get_weather"  # type: ignore[union-attr]
+    assert json.loads(call.function.arguments) == {"city": "Paris"}  # type: ignore[union-attr]
+    assert r.choices[0].finish_reason == "tool_calls"
+    # The call goes back with its result, as the SDK's users send it.
+    follow = c.chat.completions.create(
+        model="fn:echo",
+        messages=[
+            {"role": "user", "content": "Weather in Paris?"},
+            r.choices[0].message.model_dump(exclude_none=True),  # type: ignore[list-item]
+            {"role": "tool", "tool_call_id": call.id, "content": "18 °C"},
+        ],
+    )
+    assert follow.choices[0].message.content == "You said: 18 °C"
+
+    streamed = list(
+        c.chat.completions.create(
+            model="fn:echo",
+            messages=[{"role": "user", "content": "Weather?"}],
+            tools=tools,  # type: ignore[arg-type]
+            stream=True,
+        )
+    )
+    deltas = [d for ch in streamed if ch.choices for d in ch.choices[0].delta.tool_calls or []]
+    assert deltas and deltas[0].function.name == "get_weather"  # type: ignore[union-attr]
+
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+        "required": ["name", "age"],
+    }
+    r = c.chat.completions.create(
+        model="fn:echo",
+        messages=[{"role": "user", "content": "Who?"}],
+        response_format={"type": "json_schema", "json_schema": {"name": "p", "schema": schema}},
+    )
+    assert json.loads(r.choices[0].message.content or "") == {"name": "Ada", "age": 36}
+
+    models = [m.id for m in c.models.list()]
+    assert "fn" in " ".join(models) or models  # the test double lists its own id
+
+
+@pytest.mark.slow
+def test_embeddings_with_the_local_embedder(live: LiveServer) -> None:
+    c = client(live)
+    e = c.embeddings.create(model="local:all-minilm-l6-v2", input=["a cat", "a dog"])
+    assert len(e.data) == 2 and len(e.data[0].embedding) == 384
+    assert e.usage.prompt_tokens > 0
+    b64 = c.embeddings.create(
+        model="local:all-minilm-l6-v2", input="a cat", encoding_format="base64"
+    )
+    raw = base64.b64decode(b64.data[0].embedding)  # type: ignore[arg-type]
+    decoded = struct.unpack(f"<{len(raw) // 4}f", raw)
+    assert decoded == pytest.approx(e.data[0].embedding, abs=1e-6)
+
+
+def test_keys_scopes_and_authentication_failures(live: LiveServer, store: Store) -> None:
+    _, secret = create_key(store, "app", models=["fn:*"])
+    _, narrow = create_key(store, "narrow", models=["local:*"])
+    with pytest.raises(openai.AuthenticationError) as err:
+        client(live, "oc-wrong").chat.completions.create(
+            model="fn:echo", messages=[{"role": "user", "content": "hi"}]
+        )
+    assert err.value.status_code == 401 and "Incorrect API key" in str(err.value)
+    missing = httpx.post(live.url + "/v1/chat/completions", json={"model": "fn:echo"})
+    assert missing.status_code == 401 and "Authorization: Bearer" in missing.text
+    assert httpx.get(live.url + "/health").status_code == 200  # the one open endpoint
+    assert httpx.get(live.url + "/metrics").status_code == 401
+    with pytest.raises(openai.PermissionDeniedError, match="may not use model 'fn:echo'"):
+        client(live, narrow).chat.completions.create(
+            model="fn:echo", messages=[{"role": "user", "content": "hi"}]
+        )
+    r = client(live, secret).chat.completions.create(
+        model="fn:echo", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert r.choices[0].message.content == "You said: hi"
+    row = store.recent(limit=1)[0]
+    assert row.api_key is not None and secret not in json.dumps(row.to_dict())
+    assert secret not in (store.path.read_bytes().decode("latin-1"))  # only its hash is stored
+    store.revoke_api_key("app", time.time())
+    with pytest.raises(openai.AuthenticationError):
+        client(live, secret).chat.completions.create(
+            model="fn:echo", messages=[{"role": "user", "content": "hi"}]
+        )
+
+
+def test_rate_limits_and_budgets_count_streams_exactly(live: LiveServer, store: Store) -> None:
+    _, limited = create_key(store, "rpm", limits=KeyLimits(requests_per_minute=2))
+    c = client(live, limited)
+    for _ in range(2):
+        c.chat.completions.create(model="fn:echo", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.RateLimitError) as err:
+        c.chat.completions.create(model="fn:echo", messages=[{"role": "user", "content": "x"}])
+    assert err.value.response.headers["retry-after"]
+    assert "2 requests per minute" in str(err.value)
+
+    budget_key, budget = create_key(store, "budget", limits=KeyLimits(tokens_per_day=20))
+    c = client(live, budget)
+    # Streamed: the trace row holds the exact usage, which the budget reads.
+    list(
+        c.chat.completions.create(
+            model="fn:echo",
+            messages=[{"role": "user", "content": "one two three four five six"}],
+            stream=True,
+        )
+    )
+    used = sum(
+        r.input_tokens + r.output_tokens
+        for r in store.recent(limit=10)
+        if r.api_key == budget_key.id
+    )
+    assert 0 < used < 20
+    # max_tokens is capped to what is left of the budget.
+    r = c.chat.completions.create(
+        model="fn:echo", messages=[{"role": "user", "content": "a b"}], max_tokens=1000
+    )
+    assert r.usage is not None and r.usage.completion_tokens <= 20 - used
+    while True:
+        try:
+            c.chat.completions.create(
+                model="fn:echo", messages=[{"role": "user", "content": "more words here"}]
+            )
+        except openai.RateLimitError as exc:
+            assert "Budget exhausted" in str(exc) and exc.code == "insufficient_quota"
+            break
+
+
+def test_bad_input_gets_a_clear_4xx_and_the_server_keeps_serving(live: LiveServer) -> None:
+    url = live.url + "/v1/chat/completions"
+    cases = [
+        (
+            httpx.post(url, content=b"{not json", headers={"content-type": "application/json"}),
+            400,
+            "not valid JSON",
+        ),
+        (httpx.post(url, json={"model": "fn:echo", "messages": "hi"}), 400, "messages"),
+        (
+            httpx.post(
+                url, json={"model": "nope:x", "messages": [{"role": "user", "content": "h"}]}
+            ),
+            404,
+            "nope:x",
+        ),
+        (
+            httpx.post(
+                url,
+                json={
+                    "model": "fn:echo",
+                    "max_tokens": -5,
+                    "messages": [{"role": "user", "content": "h"}],
+                },
+            ),
+            400,
+            "max_tokens",
+        ),
+        (
+            httpx.post(
+                url,
+                json={
+                    "model": "fn:echo",
+                    "messages": [{"role": "user", "content": "h"}],
+                    "tools": [{"type": "function", "function": {"name": "bad name!"}}],
+                },
+            ),
+            400,
+            "bad name!",
+        ),
+        (
+            httpx.post(
+                url,
+                json={
+                    "model": "fn:echo",
+                    "messages": [{"role": "user", "content": "h"}],
+                    "tools": [
+                        {"type": "function", "function": {"name": "f", "parameters": "nope"}}
+                    ],
+                },
+            ),
+            400,
+            "parameters",
+        ),
+        (
+            httpx.post(
+                url,
+                json={"model": "fn:echo", "n": 3, "messages": [{"role": "user", "content": "h"}]},
+            ),
+            400,
+            "n must be 1",
+        ),
+        (
+            httpx.post(
+                url, content=b"x" * (65 * 1024), headers={"content-type": "application/json"}
+            ),
+            413,
+            "limit",
+        ),
+        (httpx.get(live.url + "/v2/nothing"), 404, "No such endpoint"),
+    ]
+    for response, status, text in cases:
+        assert response.status_code == status, (status, response.text)
+        body = response.json()
+        assert text in body["error"]["message"], body
+        assert body["error"]["type"]
+    ok = client(live).chat.completions.create(
+        model="fn:echo", messages=[{"role": "user", "content": "still here"}]
+    )
+    assert ok.choices[0].message.content == "You said: still here"
+
+
+def test_a_50_mb_body_is_refused_without_reading_it(gw: Gateway) -> None:
+    server = LiveServer(create_app(gw, ServeConfig())).start()
+    try:
+        big = b"{" + b" " * (50 * 1024 * 1024) + b"}"
+        r = httpx.post(
+            server.url + "/v1/chat/completions",
+            content=big,
+            timeout=60,
+            headers={"content-type": "application/json"},
+        )
+        assert r.status_code == 413 and "4,194,304 bytes" in r.json()["error"]["message"]
+        assert httpx.get(server.url + "/health").status_code == 200
+    finally:
+        server.stop()
+
+
+def test_a_client_that_disconnects_mid_stream_stops_the_generation(store: Store) -> None:
+    produced: list[int] = []
+
+    def slow_words(request: ChatRequest) -> Iterator[str]:
+        for i in range(200):
+            produced.append(i)
+            time.sleep(0.01)
+            yield f"w{i} "
+
+    gateway = Gateway(settings=Settings(), store=store, providers={"s": FunctionModel(slow_words)})
+    server = LiveServer(create_app(gateway)).start()
+    try:
+        with httpx.stream(
+            "POST",
+            server.url + "/v1/chat/completions",
+            json={"model": "s:m", "stream": True, "messages": [{"role": "user", "content": "go"}]},
+        ) as response:
+            lines = response.iter_lines()
+            for _ in range(5):
+                next(lines)
+        deadline = time.time() + 5
+        while time.time() < deadline and not store.recent(limit=1):
+            time.sleep(0.05)
+        row = store.recent(limit=1)[0]
+        assert row.status == "cancelled" and 0 < row.output_tokens < 200
+        time.sleep(0.3)
+        assert len(produced) < 150  # the generation stopped, not only the response
+    finally:
+        server.stop()
+
+
+def test_the_local_queue_is_fifo_and_refuses_beyond_its_length(store: Store) -> None:
+    order: list[str] = []
+    gate = threading.Event()
+
+    def wait_then_answer(request: ChatRequest) -> str:
+        order.append(request.messages[-1].text)
+        gate.wait(5)
+        return "done"
+
+    class FakeLocal(FunctionModel):
+        name = "local"
+
+    gateway = Gateway(
+        settings=Settings(), store=store, providers={"local": FakeLocal(wait_then_answer)}
+    )
+    server = LiveServer(create_app(gateway, ServeConfig(queue_max=2, queue_timeout=5))).start()
+    url = server.url + "/v1/chat/completions"
+    results: dict[str, int] = {}
+
+    def ask(text: str) -> None:
+        r = httpx.post(
+            url,
+            json={"model": "local:m", "messages": [{"role": "user", "content": text}]},
+            timeout=30,
+        )
+        results[text] = r.status_code
+        if r.status_code == 429:
+            results[text + ":retry"] = int(r.headers["retry-after"])
+
+    try:
+        threads = []
+        for text in ("first", "second", "third"):
+            t = threading.Thread(target=ask, args=(text,))
+            t.start()
+            threads.append(t)
+            time.sleep(0.2)  # arrive in this order
+        ask("fourth")  # one served, two waiting: refused at once
+        assert results["fourth"] == 429 and results["fourth:retry"] >= 1
+        gate.set()
+        for t in threads:
+            t.join()
+        assert order == ["first", "second", "third"]
+        assert results["first"] == results["second"] == results["third"] == 200
+        metrics = httpx.get(server.url + "/metrics").text
+        assert 'outcrop_rejected_total{reason="queue_full"} 1' in metrics
+        assert "outcrop_requests_total" in metrics
+    finally:
+        gate.set()
+        server.stop()
+
+
+def test_openapi_document_lists_the_api(live: LiveServer) -> None:
+    doc = httpx.get(live.url + "/openapi.json").json()
+    for path in (
+        "/v1/chat/completions",
+        "/v1/embeddings",
+        "/v1/models",
+        "/health",
+        "/metrics",
+        "/v1/knowledge-bases/{name}/search",
+        "/v1/knowledge-bases/{name}/ask",
+        "/v1/agents/{name}/runs",
+    ):
+        assert path in doc["paths"], path
+
+
+def test_a_provider_error_keeps_its_meaning(store: Store) -> None:
+    from outcrop.errors import ProviderError
+
+    model = TestModel([ProviderError("upstream overloaded", status_code=503)] * 5)
+    gateway = Gateway(
+        settings=Settings(), store=store, providers={"test": model}, sleep=lambda s: None
+    )
+    server = LiveServer(create_app(gateway)).start()
+    try:
+        with pytest.raises(openai.APIStatusError) as err:
+            client(server).chat.completions.create(
+                model="test", messages=[{"role": "user", "content": "hi"}]
+            )
+        assert err.value.status_code == 502 and "upstream overloaded" in str(err.value)
+    finally:
+        server.stop()
