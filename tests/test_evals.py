@@ -455,144 +455,73 @@ def test_compare_two_cells_of_one_run_and_name_the_cells_when_ambiguous(gw: Gate
     result = compare_runs(run, run, a_model="bad:m", b_model="good:m")
     assert {c.metric: c.verdict for _, c in result.comparisons}["contains"] == "improved"
     other = Runner(suite(models=["good:m"]), gateway=gw).run()
+    # Two prompts picked in runs of two models: the cells pair by model.
+    two = [{"name": "x", "query": "{{ country }}?"}, {"name": "y", "query": "{{ country }}!"}]
+    both = Runner(suite(models=["good:m", "bad:m"], prompts=two[:1]), gateway=gw).run()
+    paired = compare_runs(run, both)
+    assert {label.split(" → ")[0].split(" × ")[1] for label, _ in paired.comparisons} == {
+        "good:m",
+        "bad:m",
+    }
+    ambiguous = Runner(suite(models=["good:m"], prompts=two), gateway=gw).run()
     with pytest.raises(InvalidRequestError, match="pick one on each side"):
-        compare_runs(
-            run,
-            Runner(
-                suite(
-                    models=["good:m", "bad:m"], prompts=[{"name": "x", "query": "{{ country }}?"}]
-                ),
-                gateway=gw,
-            ).run(),
-        )
+        compare_runs(run, ambiguous)
     with pytest.raises(InvalidRequestError, match="has no cell for prompt=any model=nope"):
         compare_runs(run, other, a_model="nope")
+    failures = gate(other, baseline=ambiguous)
+    assert any(f.startswith(f"cannot compare with {ambiguous.id[:8]}") for f in failures)
 
 
-# -- RAG and agent targets -------------------------------------------------------------
+def test_a_run_scores_the_model_it_names_never_a_fallback(store: Store) -> None:
+    from outcrop.errors import ProviderError
 
-
-def test_a_rag_suite_scores_retrieval_against_gold_and_judges_faithfulness(
-    store: Store, tmp_path: Path
-) -> None:
-    from outcrop.rag import KnowledgeBase
-
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    (docs / "refunds.md").write_text("# Refunds\n\nRefunds are paid within 14 days of a return.")
-    (docs / "shipping.md").write_text("# Shipping\n\nParcels ship from Lyon every weekday morning.")
-    (docs / "hours.md").write_text("# Hours\n\nThe support desk opens at 9 and closes at 17.")
-
-    def answer(request: ChatRequest) -> str:
-        text = request.messages[-1].text
-        if "grade the answer" in request.messages[0].text:
-            supported = "14 days" in text and "Refunds are paid" in text
-            return json.dumps({"reason": "checked", "score": 5 if supported else 1})
-        return "Within 14 days [1]." if "refund" in text.lower() else "Lyon [1]."
-
-    gateway = Gateway(settings=Settings(), store=store, providers={"a": FunctionModel(answer)})
-    kb = KnowledgeBase.create("policies", gateway=gateway)
-    kb.add(docs)
-    kb.close()
-    s = Suite.model_validate(
-        {
-            "name": "policies",
-            "models": ["a:m"],
-            "judge_model": "a:m",
-            "rag": {"kb": "policies", "k": 2},
-            "cases": [
-                {"vars": {"question": "How fast are refunds paid?"}, "contexts": ["refunds.md"]},
-                {"vars": {"question": "Where do parcels ship from?"}, "contexts": ["shipping.md"]},
-            ],
-            "metrics": ["context_recall", "context_precision", "faithfulness"],
-        }
-    )
-    run = Runner(s, gateway=gateway).run()
-    rows = {r.case_id: r for r in run.rows}
-    assert rows["1"].scores["context_recall"] == 1.0 and rows["2"].scores["context_recall"] == 1.0
-    assert rows["1"].contexts[0]["source"] == "refunds.md"
-    assert rows["1"].scores["context_precision"] == 1.0  # the gold passage ranks first
-    assert rows["1"].scores["faithfulness"] == 1.0
-    assert rows["2"].scores["faithfulness"] == 0.0
-    assert "Refunds are paid within 14 days" in rows["1"].question
-
-    with pytest.raises(InvalidRequestError, match="no variable 'question'"):
-        Runner(
-            Suite.model_validate(
-                {**s.model_dump(), "cases": [{"vars": {"q": "x"}}], "metrics": ["faithfulness"]}
-            ),
-            gateway=gateway,
-        ).plan()
-    with pytest.raises(UserError, match="polices"):
-        Runner(
-            s.model_copy(update={"rag": s.rag.model_copy(update={"kb": "polices"})}),  # type: ignore[union-attr]
-            gateway=gateway,
-        ).plan()
-
-
-def test_an_agent_suite_scores_its_tool_calls(store: Store) -> None:
-    from outcrop.types import ToolCall
-
-    def agent_model(request: ChatRequest) -> object:
-        if not any(m.role == "tool" for m in request.messages):
-            task = request.messages[-1].text
-            expression = "17.5% of 2340" if "2340" in task else "2+2"
-            return ToolCall(id="c1", name="calculator", arguments={"expression": expression})
-        return "The answer is " + request.messages[-1].text
+    def down(request: ChatRequest) -> str:
+        raise ProviderError("model a is down", status_code=400)
 
     gateway = Gateway(
-        settings=Settings(),
+        settings=Settings(fallbacks=["good:m"]),
         store=store,
-        providers={"ag": FunctionModel(agent_model)},  # type: ignore[arg-type]
+        providers={"a": FunctionModel(down), "good": FunctionModel(good)},
+        sleep=lambda s: 0,
     )
-    s = Suite.model_validate(
-        {
-            "name": "maths",
-            "models": ["ag:m"],
-            "agent": {"tools": ["calculator"]},
-            "cases": [
-                {
-                    "input": "What is 17.5% of 2340?",
-                    "expected": "409.5",
-                    "tools": [{"name": "calculator", "arguments": {"expression": "17.5% of 2340"}}],
-                },
-                {
-                    "input": "What is 3*3?",
-                    "expected": "9",
-                    "tools": [{"name": "calculator", "arguments": {"expression": "3*3"}}],
-                },
-            ],
-            "metrics": ["tool_calls", "contains"],
-        }
+    run = Runner(suite(models=["a:m"]), gateway=gateway).run()
+    assert {r.status for r in run.rows} == {"error"}  # not good:m's answers scored as a:m's
+    again = Runner(suite(models=["a:m"]), gateway=gateway).run()
+    assert not any(r.cached for r in again.rows)  # and nothing was cached for it
+
+
+def test_resume_refuses_a_changed_plan_and_the_gate_sees_unreadable_rows(gw: Gateway) -> None:
+    run = Runner(suite(), gateway=gw).run()
+    with pytest.raises(UserError, match="different plan"):
+        Runner(suite(), gateway=gw, limit=2).run(resume=run.id)
+    changed = suite(cases=[{"vars": {"country": "France"}, "expected": "Lyon"}])
+    with pytest.raises(UserError, match="different plan"):
+        Runner(changed, gateway=gw).run(resume=run.id)
+    assert gate(load_run(gw, run.id)) == []
+    gw.store._db.execute(
+        "UPDATE eval_results SET data = json_set(data, '$.scores', json('[1]')) "
+        "WHERE run_id = ? AND case_id = '1'",
+        (run.id,),
     )
-    run = Runner(s, gateway=gateway).run()
-    rows = {r.case_id: r for r in run.rows}
-    assert rows["1"].scores == {"tool_calls": 1.0, "contains": 1.0}
-    assert rows["2"].scores["tool_calls"] == 0.0  # it computed 2+2, not 3*3
-    assert "made: calculator" in rows["2"].reasons["tool_calls"]
-    with pytest.raises(InvalidRequestError, match="agent tool 'web' is not built in"):
+    loaded = load_run(gw, run.id)
+    assert len(loaded.corrupt) == 1 and "unreadable" in gate(loaded)[0]
+    summary_table(loaded)  # still renders
+
+
+def test_blank_expected_answers_do_not_count_and_labels_keep_metric_rules(gw: Gateway) -> None:
+    with pytest.raises(InvalidRequestError, match="needs 'expected' in every case; case 2"):
         Runner(
-            s.model_copy(update={"agent": s.agent.model_copy(update={"tools": ["web"]})}),  # type: ignore[union-attr]
-            gateway=gateway,
+            suite(
+                cases=[
+                    {"vars": {"country": "Peru"}, "expected": "Lima"},
+                    {"vars": {"country": "Chad"}, "expected": "  "},
+                ]
+            ),
+            gateway=gw,
         ).plan()
-
-
-def test_prompt_versions_from_the_registry_form_the_matrix(gw: Gateway, store: Store) -> None:
-    from outcrop.prompts import PromptRegistry
-
-    folder = Path("prompts")
-    folder.mkdir()
-    (folder / "capital.toml").write_text('query = "Capital of {{ country }}?"\n')
-    registry = PromptRegistry(store)
-    registry.sync()
-    (folder / "capital.toml").write_text(
-        'query = "What is the capital of {{ country }}?"\nconstraints = ["One word."]\n'
-    )
-    registry.sync()
-    registry.promote("capital", 1, "production")
-    run = Runner(suite(prompts=["capital@production", "capital@2"]), gateway=gw).run()
-    assert {r.prompt for r in run.rows} == {"capital@1", "capital@2"}
-    traced = {(t.prompt_name, t.prompt_version) for t in store.recent(limit=50) if t.kind == "eval"}
-    assert traced == {("capital", 1), ("capital", 2)}
-    with pytest.raises(InvalidRequestError, match="capital has no version 7"):
-        Runner(suite(prompts=["capital@7"]), gateway=gw).plan()
+    labelled = suite(metrics=[{"name": "tool_calls", "label": "tools_f1"}], agent={})
+    Runner(labelled, gateway=gw).plan()  # no calls expected is a valid expectation
+    with pytest.raises(InvalidRequestError, match="bogus"):
+        Runner(
+            suite(metrics=[{"name": "json_schema", "schema": {"type": "bogus"}}]), gateway=gw
+        ).plan()

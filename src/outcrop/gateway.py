@@ -201,6 +201,7 @@ class _Run:
     recorded: bool = False
     trace: TraceInfo = field(default_factory=lambda: TraceInfo())
     cancel: threading.Event = field(default_factory=threading.Event)
+    use_fallbacks: bool = True
     record_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -421,11 +422,15 @@ class Gateway:
         model: str | None = None,
         system: str | None = None,
         trace: TraceInfo | None = None,
+        fallbacks: bool = True,
         **options: Any,
     ) -> ChatStream:
-        """Start a streamed call. The call is recorded when the stream ends or is closed."""
+        """Start a streamed call. The call is recorded when the stream ends or is closed.
+
+        ``fallbacks=False`` asks the model named and no other (an evaluation must
+        score the model it names)."""
         request = build_request(prompt, model=model, system=system, **options)
-        return self._start(request, stream=True, trace=trace)
+        return self._start(request, stream=True, trace=trace, fallbacks=fallbacks)
 
     def chat(
         self,
@@ -434,6 +439,7 @@ class Gateway:
         model: str | None = None,
         system: str | None = None,
         trace: TraceInfo | None = None,
+        fallbacks: bool = True,
         **options: Any,
     ) -> ChatResponse:
         """Make a call and return the whole response (the stream, collected).
@@ -442,7 +448,7 @@ class Gateway:
         prompt name and version that produced it.
         """
         request = build_request(prompt, model=model, system=system, **options)
-        stream = self._start(request, stream=False, trace=trace)
+        stream = self._start(request, stream=False, trace=trace, fallbacks=fallbacks)
         try:
             return stream.collect()
         finally:
@@ -672,7 +678,12 @@ class Gateway:
         return trace_id
 
     def _start(
-        self, request: ChatRequest, *, stream: bool, trace: TraceInfo | None = None
+        self,
+        request: ChatRequest,
+        *,
+        stream: bool,
+        trace: TraceInfo | None = None,
+        fallbacks: bool = True,
     ) -> ChatStream:
         requested = request.model or self.settings.default_model
         run = _Run(
@@ -681,6 +692,7 @@ class Gateway:
             requested=requested,
             stream=stream,
             trace=trace or TraceInfo(),
+            use_fallbacks=fallbacks,
         )
         try:
             primary = self.resolve(request.model)
@@ -691,7 +703,9 @@ class Gateway:
 
     def _events(self, run: _Run, primary: ResolvedModel) -> Generator[StreamEvent, None, None]:
         errors: dict[str, BaseException] = {}
-        candidates: list[ResolvedModel | str] = [primary, *self.fallbacks(primary)]
+        candidates: list[ResolvedModel | str] = [primary]
+        if run.use_fallbacks:
+            candidates += self.fallbacks(primary)
         try:
             for candidate in candidates:
                 if isinstance(candidate, str):

@@ -118,8 +118,7 @@ def run(
     try:
         result = runner.run(resume=resume)
     except KeyboardInterrupt:
-        latest = gateway.store.eval_runs(limit=1, suite=suite.name)
-        rid = latest[0]["id"][:8] if latest else "RUN"
+        rid = (runner.run_id or "RUN")[:8]
         click.echo(
             f"\nStopped. Finished cases are stored; resume with: outcrop eval run {suite_file} "
             f"--resume {rid}",

@@ -147,7 +147,9 @@ class Judge:
             "response_format": ResponseFormat(type="json_schema", json_schema=schema),
         }
         trace = TraceInfo(parent_id=self.parent_id, kind="judge")
-        response = self.gateway.chat(messages, model=self.model, trace=trace, **options)
+        response = self.gateway.chat(
+            messages, model=self.model, trace=trace, fallbacks=False, **options
+        )
         parsed = parse_verdict(response.text, self.low, self.high)
         if parsed is None:
             retry = [
@@ -158,7 +160,9 @@ class Judge:
                     f'{{"reason": "<one sentence>", "score": <{self.low}-{self.high}>}}'
                 ),
             ]
-            response = self.gateway.chat(retry, model=self.model, trace=trace, **options)
+            response = self.gateway.chat(
+                retry, model=self.model, trace=trace, fallbacks=False, **options
+            )
             parsed = parse_verdict(response.text, self.low, self.high)
         if parsed is None:
             return Verdict(

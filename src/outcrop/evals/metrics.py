@@ -65,6 +65,7 @@ class Metric:
     fn: Callable[[Sample, MetricContext], Score]
     threshold: float | None = None
     is_judge: bool = False
+    kind: str = ""  # the metric's own name (``name`` may be the suite's label for it)
 
     def score(self, sample: Sample, ctx: MetricContext) -> Score:
         return self.fn(sample, ctx)
@@ -94,6 +95,7 @@ def _json_schema(spec: MetricSpec) -> Callable[[Sample, MetricContext], Score]:
         raise InvalidRequestError(
             "metric json_schema needs a schema: {name: json_schema, schema: …}"
         )
+    tm.schema_errors({}, schema)  # a schema outcrop cannot apply fails now, not on every row
 
     def fn(s: Sample, _: MetricContext) -> Score:
         try:
@@ -357,5 +359,6 @@ def build_metric(spec: MetricSpec) -> Metric:
             field="metrics",
         )
     metric = factory(spec)
+    metric.kind = spec.name
     metric.name = spec.key
     return metric

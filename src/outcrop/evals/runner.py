@@ -85,7 +85,19 @@ class ResultRow:
         if not isinstance(data, dict):
             raise ValueError("a result row is a JSON object")
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+        row = cls(**known)
+        scores = row.scores
+        if not isinstance(scores, dict) or not all(
+            isinstance(v, int | float) or v is None for v in scores.values()
+        ):
+            raise ValueError("scores must map metric names to numbers")
+        if not isinstance(row.reasons, dict) or not isinstance(row.output, str):
+            raise ValueError("reasons must be a mapping and output a string")
+        for name in ("latency_ms", "cost_usd"):
+            value = getattr(row, name)
+            if value is not None and not isinstance(value, int | float):
+                raise ValueError(f"{name} must be a number")
+        return row
 
 
 @dataclass
@@ -189,6 +201,7 @@ class Runner:
         self.progress = progress
         self.metrics: list[Metric] = []
         self.jobs: list[Job] = []
+        self.run_id: str | None = None  # set when a run starts (or resumes)
         self._kb: Any = None
 
     # -- planning -----------------------------------------------------------
@@ -216,7 +229,7 @@ class Runner:
                     "contexts": case.contexts,
                     "tools": case.tools,
                 }[metric.needs]
-                if not have and not (metric.needs == "tools" and metric.name == "tool_calls"):
+                if not have and metric.kind != "tool_calls":  # no calls expected is valid
                     raise InvalidRequestError(
                         f"metric {metric.name} needs {metric.needs!r} in every case; case "
                         f"{case.id} has none",
@@ -300,11 +313,18 @@ class Runner:
             self.plan()
         store = self.gateway.store
         suite_json = self.suite.model_dump_json(by_alias=True)
+        plan_hash = self._plan_hash(suite_json)
         if resume is not None:
             previous = load_run(self.gateway, resume)
             if previous.name != self.suite.name:
                 raise UserError(
                     f"run {previous.id[:8]} is of suite {previous.name!r}, not {self.suite.name!r}"
+                )
+            if store.eval_run(previous.id)["suite_hash"] != plan_hash:  # type: ignore[index]
+                raise UserError(
+                    f"run {previous.id[:8]} was made from a different plan: the suite, its cases, "
+                    "the models, --limit or --repeats changed since. Resume with the same ones, "
+                    "or start a new run."
                 )
             run_id = previous.id
             done = {
@@ -317,11 +337,12 @@ class Runner:
             store.add_eval_run(
                 run_id=run_id,
                 suite=self.suite.name,
-                suite_hash=self.suite.content_hash(),
+                suite_hash=plan_hash,
                 suite_json=suite_json,
                 total=len(self.jobs),
                 created_at=time.time(),
             )
+        self.run_id = run_id
         todo = [j for j in self.jobs if j.key not in done]
         finished = len(self.jobs) - len(todo)
         semaphores: dict[str, asyncio.Semaphore] = {}
@@ -347,6 +368,25 @@ class Runner:
         finally:
             store.set_eval_run_status(run_id, status, time.time())
         return load_run(self.gateway, run_id)
+
+    def _plan_hash(self, suite_json: str) -> str:
+        """What a resumed run must match: the suite, its cases, models, limit and repeats."""
+        cases: dict[str, Any] = {}
+        for job in self.jobs:
+            cases.setdefault(str(job.case.id), job.case.model_dump(mode="json"))
+        suite = json.loads(suite_json)
+        suite.pop("concurrency", None)  # how fast, not what: a resume may change it
+        plan = json.dumps(
+            {
+                "suite": suite,
+                "cases": cases,
+                "models": self.models,
+                "repeats": self.repeats,
+                "prompts": sorted({j.prompt_ref for j in self.jobs}),
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(plan.encode("utf-8")).hexdigest()
 
     def _cache_key(self, request: ChatRequest) -> str:
         resolved = self.gateway.resolve(request.model)
@@ -426,7 +466,9 @@ class Runner:
                 prompt_version=int(version) if version.isdigit() else None,
                 kind="eval",
             )
-            response = self.gateway.chat(request, trace=trace)
+            # The model the suite names, and no fallback: a fallback's answer scored as
+            # this model's would be wrong, and cached it would hide the failure.
+            response = self.gateway.chat(request, trace=trace, fallbacks=False)
             data = {
                 "text": response.text,
                 "latency_ms": response.latency_ms,
@@ -441,7 +483,7 @@ class Runner:
         row.latency_ms = data.get("latency_ms")
         row.input_tokens = int(data.get("input_tokens") or 0)
         row.output_tokens = int(data.get("output_tokens") or 0)
-        row.cost_usd = data.get("cost_usd")
+        row.cost_usd = 0.0 if row.cached else data.get("cost_usd")  # a cache hit costs nothing
         row.trace_id = data.get("trace_id")
         return self._sample(case, row)
 

@@ -78,9 +78,11 @@ class Case(_Model):
         return values
 
     def expected_list(self) -> list[str]:
+        """The expected answers; blank ones do not count (an empty CSV cell is no answer)."""
         if self.expected is None:
             return []
-        return [self.expected] if isinstance(self.expected, str) else list(self.expected)
+        items = [self.expected] if isinstance(self.expected, str) else list(self.expected)
+        return [e for e in items if e.strip()]
 
 
 class CasesFile(_Model):

@@ -202,6 +202,40 @@ def _select(
     return picked
 
 
+Cells = dict[tuple[str, str], list[ResultRow]]
+
+
+def _label(ka: tuple[str, str], kb: tuple[str, str]) -> str:
+    return f"{ka[0]} × {ka[1]}" if ka == kb else f"{ka[0]} × {ka[1]} → {kb[0]} × {kb[1]}"
+
+
+def _pair_cells(
+    cells_a: Cells, cells_b: Cells, shared_only: bool
+) -> list[tuple[str, list[ResultRow], list[ResultRow]]]:
+    """Which cell of A each cell of B is compared with."""
+    if set(cells_a) == set(cells_b):
+        return [(_label(k, k), cells_a[k], cells_b[k]) for k in cells_a]
+    if shared_only and set(cells_a) & set(cells_b):
+        return [(_label(k, k), cells_a[k], cells_b[k]) for k in cells_a if k in cells_b]
+    if len(cells_a) == 1 and len(cells_b) == 1:
+        (ka, ra), (kb, rb) = next(iter(cells_a.items())), next(iter(cells_b.items()))
+        return [(_label(ka, kb), ra, rb)]
+    # Two prompts picked in runs of several models: pair by model (and the reverse).
+    for dim in (1, 0):
+        by_a = {k[dim]: k for k in cells_a}
+        by_b = {k[dim]: k for k in cells_b}
+        if len(by_a) == len(cells_a) and len(by_b) == len(cells_b) and set(by_a) == set(by_b):
+            return [(_label(by_a[v], by_b[v]), cells_a[by_a[v]], cells_b[by_b[v]]) for v in by_a]
+    raise InvalidRequestError(
+        "the runs have different cells (A: "
+        + ", ".join(f"{p} × {m}" for p, m in cells_a)
+        + "; B: "
+        + ", ".join(f"{p} × {m}" for p, m in cells_b)
+        + "); pick one on each side with --a-prompt/--a-model and --b-prompt/--b-model",
+        field="cell",
+    )
+
+
 def compare_runs(
     a: EvalRun,
     b: EvalRun,
@@ -213,26 +247,13 @@ def compare_runs(
     alpha: float = 0.05,
     resamples: int = 10_000,
     seed: int = 0,
+    shared_only: bool = False,
 ) -> RunComparison:
     """Per metric (and cell), B against A on the cases both scored: mean difference, paired
     bootstrap 95% CI, paired permutation p-value, verdict."""
     cells_a = _select(a, a_prompt, a_model)
     cells_b = _select(b, b_prompt, b_model)
-    if set(cells_a) == set(cells_b):
-        pairs = [(f"{p} × {m}", cells_a[(p, m)], cells_b[(p, m)]) for p, m in cells_a]
-    elif len(cells_a) == 1 and len(cells_b) == 1:
-        (ka, ra), (kb, rb) = next(iter(cells_a.items())), next(iter(cells_b.items()))
-        label = f"{ka[0]} × {ka[1]}" if ka == kb else f"{ka[0]} × {ka[1]} → {kb[0]} × {kb[1]}"
-        pairs = [(label, ra, rb)]
-    else:
-        raise InvalidRequestError(
-            "the runs have different cells (A: "
-            + ", ".join(f"{p} × {m}" for p, m in cells_a)
-            + "; B: "
-            + ", ".join(f"{p} × {m}" for p, m in cells_b)
-            + "); pick one on each side with --a-prompt/--a-model and --b-prompt/--b-model",
-            field="cell",
-        )
+    pairs = _pair_cells(cells_a, cells_b, shared_only)
     directions = {**a.metric_directions(), **b.metric_directions()}
     shared = [m for m in a.metric_directions() if m in b.metric_directions()]
     comparisons: list[tuple[str, Comparison]] = []
@@ -273,6 +294,10 @@ def gate(run: EvalRun, baseline: EvalRun | None = None, *, alpha: float = 0.05) 
     failures: list[str] = []
     if run.status != "done":
         failures.append(f"the run is {run.status}, not done")
+    if run.corrupt:
+        failures.append(f"{len(run.corrupt)} result row(s) are unreadable: {run.corrupt[0]}")
+    if len(run.rows) + len(run.corrupt) < run.total:
+        failures.append(f"{run.total - len(run.rows) - len(run.corrupt)} result(s) are missing")
     for cell in summarize(run):
         for m in cell.metrics.values():
             if m.passed is False:
@@ -286,7 +311,11 @@ def gate(run: EvalRun, baseline: EvalRun | None = None, *, alpha: float = 0.05) 
         if cell.errors:
             failures.append(f"{cell.cell}: {cell.errors} case(s) failed to run")
     if baseline is not None:
-        comparison = compare_runs(baseline, run, alpha=alpha)
+        try:
+            comparison = compare_runs(baseline, run, alpha=alpha, shared_only=True)
+        except InvalidRequestError as exc:
+            failures.append(f"cannot compare with {baseline.id[:8]}: {exc}")
+            return failures
         for label, c in comparison.regressions():
             failures.append(
                 f"{label}: {c.metric} regressed against {baseline.id[:8]} "
