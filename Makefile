@@ -18,9 +18,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test,lint]'
 	touch $(STAMP)
 
-# Until the server lands, `make run` opens a chat on the embedded default model.
+# The OpenAI-compatible server on the embedded default model (http://127.0.0.1:8000/v1).
 run: setup
-	$(BIN)/outcrop chat
+	$(BIN)/outcrop serve
 
 # The whole suite, the real local model included. pytest's "no tests ran" (exit 5) fails here.
 test: setup
