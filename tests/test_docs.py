@@ -124,3 +124,20 @@ def test_evaluation_guide_suites_load(tmp_path: Path):
         "local:smollm2-135m",
         "local:qwen2.5-coder-0.5b",
     ]
+
+
+def test_deploy_guide_agents_table_loads(tmp_path: Path):
+    from outcrop import load_settings
+    from outcrop.serve.config import agents_from_settings
+
+    text = (DOCS / "deploy.md").read_text(encoding="utf-8")
+    (block,) = re.findall(r"```toml\n(.*?)```", text, flags=re.S)
+    path = tmp_path / "outcrop.toml"
+    path.write_text(block)
+    agents = agents_from_settings(load_settings(path))
+    assert agents["maths"]["tools"] == ["calculator"]
+    path.write_text(block.replace('"calculator"', '"calculater"'))
+    from outcrop.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown tool 'calculater'"):
+        agents_from_settings(load_settings(path))
