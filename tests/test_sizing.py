@@ -155,7 +155,8 @@ def test_a_real_gguf_header_matches_llama_cpp() -> None:
     # KV buffer 180.00 MiB, compute buffer 166.38 MiB.
     assert report.weights / 2**20 == pytest.approx(92.10, abs=0.01)
     assert report.kv_cache / 2**20 == 180.0
-    assert report.working / 2**20 == pytest.approx(166.38, rel=0.02)
+    # + 0.19 MiB output buffer and the runtime (32 MiB, calibrated by benchmarks/sizing.py)
+    assert report.working / 2**20 == pytest.approx(166.38 + 0.19 + 32, rel=0.02)
 
 
 def test_bad_files_and_options_are_named(tmp_path: Path) -> None:

@@ -49,6 +49,7 @@ __all__ = [
 
 GB = 1e9
 GiB = 1024**3
+RUNTIME_BYTES = 32 * 1024**2
 
 # Bits per weight of each precision and GGUF type (block scales included): a
 # ggml block of N weights takes B bytes, so 8·B/N bits a weight.
@@ -566,7 +567,9 @@ def size(
     if arch.vocab is not None:
         logits = n_ubatch * arch.vocab * 4.0
         scores = n_ubatch * ctx * (arch.heads or 0) * 4.0 * 1.15
-        working = max(logits, scores) + arch.vocab * 4.0 * batch + 2 * 1024**2
+        # + the output buffer, and the runtime's own: thread pools, the ggml context and
+        # llama.cpp's tables (about 32 MiB measured on this project's machine).
+        working = max(logits, scores) + arch.vocab * 4.0 * batch + RUNTIME_BYTES
     else:
         working = 0.05 * weights
         notes.append("vocabulary unknown: working memory estimated as 5% of the weights")
