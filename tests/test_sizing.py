@@ -107,7 +107,9 @@ def test_training_memory_mixed_precision_adam_lora_qlora(tmp_path: Path) -> None
     assert bare.training_full == 16 * 7.5e9  # no shapes: no activations, said in the notes
     assert any("activations" in n for n in bare.notes)
     llama2 = size(str(_config(tmp_path, LLAMA2_7B)), train_seq=2048)
-    assert llama2.training_full > llama2.training_full_checkpointed > 16 * llama2.architecture.params
+    assert (
+        llama2.training_full > llama2.training_full_checkpointed > 16 * llama2.architecture.params
+    )
     # LoRA rank 16 on q, k, v, o of Llama 2 7B: 32 layers × 4 × 16 × (4096 + 4096) = 16.8M.
     assert llama2.lora_params == 32 * 4 * 16 * (4096 + 4096)
     assert llama2.training_qlora < llama2.training_lora < llama2.training_full_checkpointed
