@@ -141,3 +141,8 @@ def test_deploy_guide_agents_table_loads(tmp_path: Path):
 
     with pytest.raises(ConfigError, match="unknown tool 'calculater'"):
         agents_from_settings(load_settings(path))
+
+
+def test_models_guide_python_example_runs():
+    (block,) = _python_blocks("models.md")
+    exec(compile(block, "models.md", "exec"), {})

@@ -7,6 +7,7 @@ The public surface is re-exported here; everything else is private.
     >>> gw.chat("What is a token?").text            # doctest: +SKIP
 """
 
+from .catalog.sizing import SizeReport, size
 from .config import DEFAULT_MODEL, Settings, home, load_settings
 from .errors import (
     AllModelsFailedError,
@@ -71,6 +72,7 @@ __all__ = [
     "ProviderTimeoutError",
     "ResponseFormat",
     "Settings",
+    "SizeReport",
     "Store",
     "StreamCancelled",
     "StreamEvent",
@@ -84,4 +86,5 @@ __all__ = [
     "__version__",
     "home",
     "load_settings",
+    "size",
 ]
