@@ -31,7 +31,7 @@ from typing import Any, Literal
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import ConfigError
+from .errors import ConfigError, InvalidRequestError
 
 __all__ = [
     "CONFIG_FILENAME",
@@ -128,6 +128,8 @@ class _SettingsFile(BaseModel):
     endpoints: dict[str, EndpointSettings] = Field(default_factory=dict)
     # Read by `outcrop serve` (outcrop.serve.config), which checks each table.
     agents: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # Checked here against outcrop.guardrails.guard.GuardPolicy.
+    guardrails: dict[str, Any] = Field(default_factory=dict)
 
 
 @dataclass
@@ -140,6 +142,7 @@ class Settings:
     retry: RetrySettings = field(default_factory=RetrySettings)
     endpoints: dict[str, EndpointSettings] = field(default_factory=lambda: dict(BUILTIN_ENDPOINTS))
     path: Path | None = None
+    guardrails: dict[str, Any] = field(default_factory=dict)  # [guardrails], checked
 
 
 def find_config(start: Path | None = None) -> Path | None:
@@ -248,6 +251,14 @@ def _read(path: Path) -> Settings:
                 path=path,
                 line=toml_line(text, ["endpoints", name]),
             )
+    if parsed.guardrails:
+        from .guardrails.guard import GuardPolicy
+
+        try:
+            GuardPolicy.from_mapping(parsed.guardrails)
+        except InvalidRequestError as exc:
+            loc = ["guardrails", *(exc.field or "").split(".")]
+            raise ConfigError(str(exc), path=path, line=toml_line(text, loc)) from None
     return Settings(
         default_model=parsed.default_model,
         fallbacks=list(parsed.fallbacks),
@@ -255,6 +266,7 @@ def _read(path: Path) -> Settings:
         retry=parsed.retry,
         endpoints=_merge_endpoints(parsed),
         path=path,
+        guardrails=dict(parsed.guardrails),
     )
 
 

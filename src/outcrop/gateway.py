@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -52,11 +52,15 @@ from .types import (
     ImageResponse,
     Message,
     StreamEvent,
+    TextPart,
     ToolCall,
     Usage,
     estimate_tokens,
     validation_error,
 )
+
+if TYPE_CHECKING:
+    from .guardrails.guard import Guard
 
 __all__ = [
     "ChatStream",
@@ -169,6 +173,10 @@ class TraceInfo:
     prompt_version: int | None = None
     kind: str = "chat"
     api_key: str | None = None  # the server API key's id, for per-key usage and budgets
+    # Guardrail decisions taken before the call (on retrieved passages, tool results),
+    # recorded on its trace; and the context an answer's grounding is checked against.
+    guard: tuple[dict[str, Any], ...] = ()
+    grounding: str | None = None
 
 
 @dataclass
@@ -202,6 +210,9 @@ class _Run:
     trace: TraceInfo = field(default_factory=lambda: TraceInfo())
     cancel: threading.Event = field(default_factory=threading.Event)
     use_fallbacks: bool = True
+    guard: list[dict[str, Any]] = field(default_factory=list)
+    hold_output: bool = False  # an output guardrail may mask or block: release text at the end
+    blocked: str | None = None  # the input was blocked: answer with this message
     record_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -287,6 +298,7 @@ class Gateway:
         store: Store | None = None,
         providers: Mapping[str, Provider] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        guard: Guard | None = None,
     ):
         self.settings = settings if settings is not None else load_settings()
         self._store = store
@@ -294,6 +306,18 @@ class Gateway:
         self.providers: dict[str, Provider] = _default_providers(self.settings)
         self.providers.update(providers or {})
         self._sleep = sleep
+        self._guard: Guard | None = guard
+
+    @property
+    def guard(self) -> Guard | None:
+        """The guardrails of outcrop.toml's [guardrails] (None when there are none)."""
+        if self._guard is None and self.settings.guardrails:
+            from .guardrails.guard import Guard, GuardPolicy
+
+            policy = GuardPolicy.from_mapping(self.settings.guardrails)
+            if policy.active():
+                self._guard = Guard(policy)
+        return self._guard
 
     def close(self) -> None:
         """Close provider connections (the store stays open for other users of it)."""
@@ -694,14 +718,51 @@ class Gateway:
             trace=trace or TraceInfo(),
             use_fallbacks=fallbacks,
         )
+        run.guard.extend(run.trace.guard)
         try:
             primary = self.resolve(request.model)
         except OutcropError as exc:
             self._record(run, status="error", error=str(exc))
             raise
+        guard = self.guard
+        if guard is not None:
+            self._guard_input(guard, run)
         return ChatStream(self, run, primary)
 
+    def _guard_input(self, guard: Guard, run: _Run) -> None:
+        """Check the newest turn only (a user message, or a tool result), so one early block
+        does not lock a conversation; mask it in place or block the call."""
+        request = run.request
+        last = request.messages[-1]
+        point: Any = {"user": "input", "tool": "tool"}.get(last.role)
+        if point is not None and last.text:
+            result = guard.check(last.text, point)
+            run.guard.extend(result.to_list())
+            if result.blocked:
+                run.blocked = guard.policy.message
+            elif result.text != last.text:
+                masked = last.model_copy(update={"content": [TextPart(text=result.text)]})
+                run.request = request.model_copy(
+                    update={"messages": [*request.messages[:-1], masked]}
+                )
+        rules = guard.policy.output
+        run.hold_output = (
+            any(getattr(rules, c) in ("mask", "block") for c in ("pii", "patterns", "topics"))
+            or rules.injection == "block"
+            or rules.grounding == "block"
+        )
+
     def _events(self, run: _Run, primary: ResolvedModel) -> Generator[StreamEvent, None, None]:
+        if run.blocked is not None:  # an input guardrail blocked it: no model call
+            run.model = primary
+            run.text.append(run.blocked)
+            run.finish_reason = "stop"
+            self._record(run, status="blocked", error="blocked by a guardrail")
+            yield StreamEvent(type="text", text=run.blocked)
+            yield StreamEvent(
+                type="finish", usage=run.usage, finish_reason="stop", model=primary.id
+            )
+            return
         errors: dict[str, BaseException] = {}
         candidates: list[ResolvedModel | str] = [primary]
         if run.use_fallbacks:
@@ -788,15 +849,31 @@ class Gateway:
                     run.usage = event.usage
                 if event.type == "finish":
                     run.finish_reason = event.finish_reason or "stop"
-                    self._record(run, status="ok")
+                    status = "ok"
+                    guard = self.guard
+                    if guard is not None and run.text:
+                        result = guard.check(
+                            "".join(run.text), "output", context=run.trace.grounding
+                        )
+                        run.guard.extend(result.to_list())
+                        if result.action in ("mask", "block"):
+                            run.text = [result.text]
+                        status = "blocked" if result.blocked else "ok"
+                        if run.hold_output:
+                            if run.first_token_at is None:
+                                run.first_token_at = time.perf_counter()
+                            yield StreamEvent(type="text", text="".join(run.text))
+                    self._record(run, status=status)
                     yield event.model_copy(update={"model": resolved.id, "usage": run.usage})
                     return
                 if event.type == "text" and not event.text:
                     continue  # progress only: tokens counted while output is held back
-                if run.first_token_at is None:
+                if run.first_token_at is None and not (event.type == "text" and run.hold_output):
                     run.first_token_at = time.perf_counter()
                 if event.type == "text":
                     run.text.append(event.text)
+                    if run.hold_output:
+                        continue  # released, checked, at the end
                 elif event.tool_call is not None:
                     run.tool_calls.append(event.tool_call)
                 yield event
@@ -871,5 +948,6 @@ class Gateway:
             prompt_name=run.trace.prompt_name,
             prompt_version=run.trace.prompt_version,
             api_key=run.trace.api_key,
+            guardrails=list(run.guard),
         )
         self.store.record(row)

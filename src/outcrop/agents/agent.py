@@ -17,7 +17,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import InvalidRequestError
@@ -305,7 +305,22 @@ class Agent:
         started = time.time()
         with ThreadPoolExecutor(max_workers=min(8, len(calls))) as pool:
             outcomes = list(pool.map(one, calls))
+        guard = self.gateway.guard
         for call, outcome in zip(calls, outcomes, strict=True):
+            decisions: list[dict[str, Any]] = []
+            if guard is not None and outcome.content:
+                # A tool result is data entering the prompt: check it before the model sees it.
+                checked = guard.check(outcome.content, "tool")
+                decisions = checked.to_list()
+                if checked.blocked:
+                    withheld = "; ".join(d["check"] for d in decisions if d["action"] == "block")
+                    outcome = replace(
+                        outcome,
+                        content=f"[The result of {call.name} was withheld by a guardrail "
+                        f"({withheld}). Do not rely on it.]",
+                    )
+                elif checked.text != outcome.content:
+                    outcome = replace(outcome, content=checked.text)
             result.messages.append(Message.tool(call.id, outcome.content))
             result.done_calls[_key(call)] = outcome.content
             step = AgentStep(
@@ -319,10 +334,15 @@ class Agent:
             result.steps.append(step)
             if on_step is not None:
                 on_step(step)
-            self._trace_tool(result, call, outcome, started)
+            self._trace_tool(result, call, outcome, started, decisions)
 
     def _trace_tool(
-        self, result: AgentResult, call: ToolCall, outcome: ToolResult, started: float
+        self,
+        result: AgentResult,
+        call: ToolCall,
+        outcome: ToolResult,
+        started: float,
+        decisions: list[dict[str, Any]] | None = None,
     ) -> None:
         from ..gateway import new_id
         from ..observe.store import TraceRow
@@ -341,6 +361,7 @@ class Agent:
                 error=outcome.error,
                 request={"tool": call.name, "arguments": call.arguments},
                 response=outcome.content,
+                guardrails=decisions or [],
             )
         )
 

@@ -160,6 +160,10 @@ def _m006_api_keys(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX traces_api_key ON traces(api_key, started_at)")
 
 
+def _m007_guardrails(db: sqlite3.Connection) -> None:
+    db.execute("ALTER TABLE traces ADD COLUMN guardrails TEXT NOT NULL DEFAULT '[]'")
+
+
 # Named and ordered; each applied once and recorded in _migrations.
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("001_traces", _m001_traces),
@@ -168,6 +172,7 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("004_label_move_kind", _m004_label_move_kind),
     ("005_evals", _m005_evals),
     ("006_api_keys", _m006_api_keys),
+    ("007_guardrails", _m007_guardrails),
 ]
 
 
@@ -179,7 +184,7 @@ class TraceRow:
     started_at: float
     requested_model: str
     stream: bool
-    status: str  # ok | error | cancelled
+    status: str  # ok | error | cancelled | blocked (by a guardrail)
     request: dict[str, Any]
     model: str | None = None
     provider: str | None = None
@@ -198,6 +203,7 @@ class TraceRow:
     prompt_name: str | None = None
     prompt_version: int | None = None
     api_key: str | None = None  # the server API key's id that made the call
+    guardrails: list[dict[str, Any]] = field(default_factory=list)  # decisions on this call
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -279,6 +285,7 @@ class Store:
         data["usage_estimated"] = int(row.usage_estimated)
         data["request"] = json.dumps(row.request, ensure_ascii=False)
         data["attempts"] = json.dumps(row.attempts, ensure_ascii=False)
+        data["guardrails"] = json.dumps(row.guardrails, ensure_ascii=False)
         return data
 
     def _write(self, row: TraceRow, verb: str) -> None:
@@ -303,6 +310,7 @@ class Store:
         data["usage_estimated"] = bool(data["usage_estimated"])
         data["request"] = json.loads(data["request"])
         data["attempts"] = json.loads(data["attempts"])
+        data["guardrails"] = json.loads(data["guardrails"])
         return TraceRow(**data)
 
     def recent(self, limit: int = 20, model: str | None = None) -> list[TraceRow]:

@@ -20,7 +20,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -615,6 +615,28 @@ class KnowledgeBase:
                 citations=[],
                 sources=results,
             )
+        # Retrieved text is data that reaches the prompt: the path indirect prompt
+        # injection takes. Guardrails check each passage before it goes in.
+        decisions: list[dict[str, Any]] = []
+        guard = self.gateway.guard
+        if guard is not None:
+            kept = []
+            for hit in relevant:
+                result = guard.check(hit.chunk.text, "retrieved")
+                decisions += [{**d, "source": hit.chunk.source} for d in result.to_list()]
+                if result.blocked:
+                    continue
+                if result.text != hit.chunk.text:
+                    hit = SearchResult(replace(hit.chunk, text=result.text), hit.score, hit.scores)
+                kept.append(hit)
+            relevant = kept
+            if not relevant:
+                return Answer(
+                    text="The passages found were withheld by a guardrail; nothing to answer from.",
+                    found=False,
+                    citations=[],
+                    sources=results,
+                )
         blocks = []
         for n, hit in enumerate(relevant, 1):
             c = hit.chunk
@@ -651,7 +673,12 @@ class KnowledgeBase:
         request = prompt.request(
             {"sources": "\n\n".join(blocks), "question": question}, model=model
         )
-        response = self.gateway.chat(request, trace=TraceInfo(prompt_name=f"kb:{self.name}"))
+        trace = TraceInfo(
+            prompt_name=f"kb:{self.name}",
+            guard=tuple(decisions),
+            grounding="\n\n".join(hit.chunk.text for hit in relevant),
+        )
+        response = self.gateway.chat(request, trace=trace)
         cited = sorted({int(m) for m in re.findall(r"\[(\d+)\]", response.text)})
         inferred = False
         if not [n for n in cited if 1 <= n <= len(relevant)]:
