@@ -18,7 +18,7 @@ logistic regression, accuracy 0.7975 on Banking77 (MTEB).
 
 Prints one JSON line (the tables go to stderr). Usage:
 
-    .venv/bin/python benchmarks/eval_baseline.py [--limit 200] [--few-shot-per-label 1]
+    .venv/bin/python benchmarks/eval_baseline.py [--limit 150] [--few-shot-per-label 1]
 """
 
 from __future__ import annotations
@@ -52,10 +52,15 @@ def rounded(data: Any) -> Any:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--limit", type=int, default=200, help="LLM test cases per dataset")
+    parser.add_argument("--limit", type=int, default=150, help="LLM test cases per dataset")
     parser.add_argument("--few-shot-per-label", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--models", nargs="+", default=MODELS)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="llama.cpp threads (default: every core; 1 holds up far better on a busy machine)",
+    )
     args = parser.parse_args()
 
     os.environ.setdefault("OUTCROP_HOME", tempfile.mkdtemp(prefix="outcrop-bench-"))
@@ -63,9 +68,12 @@ def main() -> None:
     from outcrop import Gateway
     from outcrop.errors import OutcropError
     from outcrop.evals.baseline import load_labelled, run_baseline, stratified_split
+    from outcrop.providers.local import LocalProvider
 
     started = time.perf_counter()
-    gateway = Gateway()
+    load_before = os.getloadavg()[0]
+    local = LocalProvider(n_threads=args.threads)
+    gateway = Gateway(providers={"local": local})
     models, skipped = [], {}
     for model in args.models:
         try:
@@ -94,16 +102,34 @@ def main() -> None:
         "models": models,
         "skipped_models": skipped,
     }
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if done % 50 == 0 or done == total:
+            print(
+                f"  {stage}: {done}/{total} ({time.perf_counter() - started:.0f} s)",
+                file=sys.stderr,
+            )
+
     for name, (train, test) in datasets.items():
         t0 = time.perf_counter()
         k = args.few_shot_per_label * len({row.label for row in train})
+        print(name, file=sys.stderr)
         result = run_baseline(
-            gateway, train, test, models=models, few_shot=k, limit=args.limit, seed=args.seed
+            gateway,
+            train,
+            test,
+            models=models,
+            few_shot=k,
+            limit=args.limit,
+            seed=args.seed,
+            progress=progress,
         )
         print(f"\n{name}\n{result.table()}", file=sys.stderr)
         out[name] = {**result.to_dict(), "wall_s": time.perf_counter() - t0}
     out["reference"] = REFERENCE
-    out["threads"] = gateway.providers["local"].n_threads  # type: ignore[attr-defined]
+    out["threads"] = local.n_threads
+    # Other processes on the machine slow llama.cpp a lot: the load says how busy it was.
+    out["load_avg_1m"] = {"start": load_before, "end": os.getloadavg()[0]}
     out["wall_s"] = time.perf_counter() - started
     out["python"] = sys.version.split()[0]
     print(json.dumps(rounded(out)))

@@ -435,6 +435,8 @@ def test_bad_column_arguments(tmp_path: Path):
         load_labelled(path, text_column="text", label_column="text")
     with pytest.raises(InvalidRequestError, match="count from 0"):
         load_labelled(path, text_column=-1, label_column=0)
+    with pytest.raises(InvalidRequestError, match="give one character"):
+        load_labelled(path, text_column=0, label_column=1, delimiter="::")
     jsonl = write(tmp_path, "data.jsonl", '{"t": "x", "l": "a"}\n')
     with pytest.raises(InvalidRequestError, match="header applies to CSV and TSV"):
         load_labelled(jsonl, text_column="t", label_column="l", header=True)

@@ -99,7 +99,13 @@ Examples:
     help="Score the LLMs on a seeded sample of N test cases (the classic model on all and on "
     "the sample).",
 )
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1))
+@click.option(
+    "--seed",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 2**32 - 1),
+    help="Seed of the split, the sample, the few-shot examples and the models' sampling.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @pass_ctx
 def baseline(

@@ -178,9 +178,10 @@ def load_labelled(
                 f"{name} is {column}; positions count from 0 (the first column)", field=name
             )
     text = _read_text(path)
-    if delimiter is not None and not delimiter:
+    if delimiter is not None and len(delimiter) != 1:
         raise InvalidRequestError(
-            "delimiter is empty; give one character, e.g. ','", field="delimiter"
+            f"delimiter is {delimiter!r}; give one character, e.g. ',' or a tab",
+            field="delimiter",
         )
     kind = _kind(path, text, delimiter)
     if kind == "jsonl":

@@ -20,12 +20,12 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import (
@@ -43,9 +43,12 @@ from .keys import ApiKey, authenticate
 from .limits import Denied, FairQueue, Limiter, QueueFull, QueueTimeout
 from .metrics import Metrics
 from .openai_api import (
+    ChatCompletion,
     ChatCompletionRequest,
+    EmbeddingList,
     EmbeddingRequest,
     ErrorBody,
+    ModelList,
     chunk,
     completion,
     event_delta,
@@ -100,6 +103,8 @@ def _error(
     retry_after: float | None = None,
 ) -> JSONResponse:
     headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after else None
+    # A message may quote what the request sent, lone surrogates included: keep it encodable.
+    message = message.encode("utf-8", "backslashreplace").decode("utf-8")
     body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -141,10 +146,40 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         403: "The key may not use this model or knowledge base",
         404: "Unknown model or knowledge base",
         413: "Request body too large",
+        415: "The body is not sent as JSON (Content-Type: application/json)",
         429: "Rate limit, budget or queue full (see Retry-After)",
         502: "The model provider failed",
         503: "Waited too long for a local model (see Retry-After)",
     }.items()
+}
+# The same, for a route whose own answer is not JSON (errors still are).
+_JSON_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {
+        "description": spec["description"],
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+    }
+    for code, spec in _ERRORS.items()
+}
+_CHAT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **_ERRORS,
+    200: {
+        "description": "The completion; with `stream: true`, server-sent `chat.completion.chunk` "
+        "events ending with `data: [DONE]`",
+        "content": {
+            "text/event-stream": {
+                "schema": {  # one event (Open API 3.1 has no itemSchema yet)
+                    "type": "object",
+                    "properties": {
+                        "data": {
+                            "type": "string",
+                            "description": "A chat.completion.chunk as JSON; `[DONE]` last",
+                        }
+                    },
+                    "required": ["data"],
+                }
+            }
+        },
+    },
 }
 
 
@@ -197,22 +232,89 @@ class _BodyLimit:
             raise
 
 
-class KBSearch(BaseModel):
+class _Body(BaseModel):
+    model_config = ConfigDict(strict=True)  # the JSON types /openapi.json documents: 0 is not false
+
+
+class KBSearch(_Body):
     query: str = Field(min_length=1)
     k: int = Field(default=5, ge=1, le=100)
-    mode: str = "hybrid"
+    mode: Literal["hybrid", "dense", "bm25"] = "hybrid"
     filters: dict[str, str] | None = None
 
 
-class KBAsk(BaseModel):
+class KBAsk(_Body):
     question: str = Field(min_length=1)
-    model: str | None = None
+    model: str | None = Field(default=None, min_length=1)
     k: int = Field(default=5, ge=1, le=50)
 
 
-class AgentRun(BaseModel):
+class AgentRun(_Body):
     task: str = Field(min_length=1)
-    model: str | None = None
+    model: str | None = Field(default=None, min_length=1)
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    queues: dict[str, int] = Field(description="Requests waiting, per local model.")
+
+
+class KBHit(BaseModel):
+    source: str
+    title: str | None
+    chunk: int
+    start: int
+    end: int
+    heading_path: list[str]
+    score: float
+    scores: dict[str, float] = Field(description="The score of each stage that produced it.")
+    text: str
+
+
+class KBHits(BaseModel):
+    object: Literal["list"]
+    data: list[KBHit]
+
+
+class KBCitation(BaseModel):
+    number: int
+    source: str
+    chunk: int
+    start: int
+    end: int
+    score: float
+    text: str
+    inferred: bool
+
+
+class KBAnswer(BaseModel):
+    answer: str
+    found: bool
+    citations: list[KBCitation]
+    sources: list[KBHit]
+    trace_id: str | None
+
+
+class AgentStepOut(BaseModel):
+    kind: Literal["model", "tool"]
+    text: str
+    tool: str | None
+    arguments: dict[str, Any] | None
+    ok: bool
+
+
+class AgentUsage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class AgentRunResult(BaseModel):
+    id: str
+    status: str
+    output: Any
+    steps: list[AgentStepOut]
+    usage: AgentUsage
+    cost_usd: float | None
 
 
 class _Server:
@@ -368,6 +470,56 @@ class _Puller:
             self.stream.close()
 
 
+def _check_text(body: BaseModel) -> None:
+    """Refuse strings that are not Unicode: a lone surrogate, which JSON can carry as an escape
+    such as "\\ud800", cannot be encoded, stored or sent to a model."""
+    where = _not_unicode(body.model_dump(by_alias=True), "")
+    if where is not None:
+        raise ApiError(
+            400,
+            f"{where or 'body'}: the text is not valid Unicode (a lone surrogate such as "
+            "\\ud800); send UTF-8 text.",
+            param=where or None,
+        )
+
+
+def _not_unicode(value: Any, where: str) -> str | None:
+    """Where in ``value`` the first string with a lone surrogate is, or None."""
+    if isinstance(value, str):
+        return None if value.isascii() or _encodes(value) else where
+    if isinstance(value, dict):
+        for name, item in value.items():
+            inside = f"{where}.{name}" if where else str(name)
+            if not _encodes(str(name)):
+                return where or "body"
+            found = _not_unicode(item, inside)
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _not_unicode(item, f"{where}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _shown(value: Any) -> str:
+    """A short rendering of a value a request sent, for error messages."""
+    try:
+        text = json.dumps(value, ensure_ascii=True)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
 def _sse(data: dict[str, Any] | str) -> bytes:
     text = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
     return f"data: {text}\n\n".encode()
@@ -391,6 +543,20 @@ def create_app(gateway: Gateway | None = None, config: ServeConfig | None = None
     )
     app.state.server = server
 
+    def openapi() -> dict[str, Any]:
+        # Bad input gets a 400 in OpenAI's error shape, never FastAPI's 422: document that.
+        doc = app.openapi_schema
+        if doc is None:
+            doc = FastAPI.openapi(app)  # builds the document once and keeps it
+            for operations in doc["paths"].values():
+                for operation in operations.values():
+                    operation["responses"].pop("422", None)
+            for name in ("HTTPValidationError", "ValidationError"):
+                doc["components"]["schemas"].pop(name, None)
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
         return _error(exc.status, exc.message, exc.type, exc.code, exc.param, exc.retry_after)
@@ -401,10 +567,20 @@ def create_app(gateway: Gateway | None = None, config: ServeConfig | None = None
         return _error(e.status, e.message, e.type, e.code, e.param, e.retry_after)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        if any(e.get("loc") == ("body",) and isinstance(e.get("input"), bytes) for e in errors):
+            # FastAPI reads the body as JSON only when the content type says it is JSON.
+            got = request.headers.get("content-type", "")
+            return _error(
+                415,
+                "Send the body as JSON, with the header 'Content-Type: application/json' (got "
+                f"{got!r}).",
+                code="unsupported_media_type",
+            )
         parts = []
         param = None
-        for err in exc.errors()[:5]:
+        for err in errors[:5]:
             loc = [str(p) for p in err.get("loc", ()) if p != "body"]
             where = ".".join(loc)
             param = param or where or None
@@ -415,7 +591,7 @@ def create_app(gateway: Gateway | None = None, config: ServeConfig | None = None
             value = err.get("input")
             shown = ""
             if err.get("type") not in ("missing",) and not isinstance(value, dict | list):
-                shown = f" (got {json.dumps(value)[:60]})" if value is not None else ""
+                shown = f" (got {_shown(value)})" if value is not None else ""
             parts.append(f"{where or 'body'}: {err.get('msg', 'invalid')}{shown}")
         return _error(400, "Invalid request: " + "; ".join(parts), param=param)
 
@@ -424,9 +600,19 @@ def create_app(gateway: Gateway | None = None, config: ServeConfig | None = None
         message = str(exc.detail)
         if exc.status_code == 404:
             message = "No such endpoint. The API is under /v1 (see /docs)."
+        elif exc.status_code == 400:  # FastAPI could not read the body as JSON
+            cause = exc.__cause__
+            why = "send UTF-8 encoded JSON"
+            if isinstance(cause, UnicodeDecodeError):
+                why = f"it is not UTF-8: byte {cause.start} cannot be decoded"
+            elif isinstance(cause, RecursionError):
+                why = "it is nested too deeply"
+            message = f"Invalid request: the body could not be read as JSON ({why})."
         elif exc.status_code == 405:
             message = "Method not allowed on this endpoint (see /docs)."
-        return _error(exc.status_code, message)
+        response = _error(exc.status_code, message)
+        response.headers.update(exc.headers or {})  # a 405 says which methods are allowed
+        return response
 
     @app.exception_handler(Exception)
     async def crashed(_: Request, exc: Exception) -> JSONResponse:
@@ -448,17 +634,17 @@ def create_app(gateway: Gateway | None = None, config: ServeConfig | None = None
 
     caller = Depends(server.caller)
 
-    @app.get("/health", tags=["server"])
+    @app.get("/health", tags=["server"], response_model=Health)
     async def health() -> dict[str, Any]:
         """Liveness: answers without a key."""
         return {"status": "ok", "queues": {m: q.waiting for m, q in server.queues.items()}}
 
-    @app.get("/metrics", tags=["server"], response_class=PlainTextResponse, responses=_ERRORS)
+    @app.get("/metrics", tags=["server"], response_class=PlainTextResponse, responses=_JSON_ERRORS)
     async def metrics(key: ApiKey | None = caller) -> PlainTextResponse:
         """Prometheus metrics: requests, latency, tokens, refusals, queue depth."""
         return PlainTextResponse(server.metrics.render(), media_type="text/plain; version=0.0.4")
 
-    @app.get("/v1/models", tags=["openai"], responses=_ERRORS)
+    @app.get("/v1/models", tags=["openai"], responses=_ERRORS, response_model=ModelList)
     async def models(key: ApiKey | None = caller) -> dict[str, Any]:
         """The models this server serves (those the key may use)."""
         found = await asyncio.to_thread(gw.models)
@@ -469,9 +655,16 @@ def create_app(gateway: Gateway | None = None, config: ServeConfig | None = None
         ]
         return {"object": "list", "data": data}
 
-    @app.post("/v1/chat/completions", tags=["openai"], responses=_ERRORS)
+    @app.post(
+        "/v1/chat/completions",
+        tags=["openai"],
+        responses=_CHAT_RESPONSES,
+        response_model=ChatCompletion,
+        response_model_exclude_unset=True,
+    )
     async def chat_completions(body: ChatCompletionRequest, key: ApiKey | None = caller) -> Any:
         """Chat completions, plain or streamed (SSE), with tools and JSON-schema output."""
+        _check_text(body)
         cap = server.admit(key, body.model)
         chat_request = to_chat_request(body, cap)
         resolved = gw.resolve(chat_request.model)
@@ -511,9 +704,10 @@ def create_app(gateway: Gateway | None = None, config: ServeConfig | None = None
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
-    @app.post("/v1/embeddings", tags=["openai"], responses=_ERRORS)
+    @app.post("/v1/embeddings", tags=["openai"], responses=_ERRORS, response_model=EmbeddingList)
     async def embeddings(body: EmbeddingRequest, key: ApiKey | None = caller) -> dict[str, Any]:
         """Embeddings (float lists or base64 float32)."""
+        _check_text(body)
         server.admit(key, body.model)
         texts = [body.input] if isinstance(body.input, str) else body.input
         if not texts or any(not t for t in texts):
@@ -553,9 +747,15 @@ def create_app(gateway: Gateway | None = None, config: ServeConfig | None = None
             )
         return KnowledgeBase.open(name, gateway=gw)
 
-    @app.post("/v1/knowledge-bases/{name}/search", tags=["knowledge bases"], responses=_ERRORS)
+    @app.post(
+        "/v1/knowledge-bases/{name}/search",
+        tags=["knowledge bases"],
+        responses=_ERRORS,
+        response_model=KBHits,
+    )
     async def kb_search(name: str, body: KBSearch, key: ApiKey | None = caller) -> dict[str, Any]:
         """Hybrid search; every result carries its score per stage."""
+        _check_text(body)
         server.admit(key)
         base = _kb(name, key)
         try:
@@ -566,9 +766,15 @@ def create_app(gateway: Gateway | None = None, config: ServeConfig | None = None
             base.close()
         return {"object": "list", "data": [h.to_dict() for h in hits]}
 
-    @app.post("/v1/knowledge-bases/{name}/ask", tags=["knowledge bases"], responses=_ERRORS)
+    @app.post(
+        "/v1/knowledge-bases/{name}/ask",
+        tags=["knowledge bases"],
+        responses=_ERRORS,
+        response_model=KBAnswer,
+    )
     async def kb_ask(name: str, body: KBAsk, key: ApiKey | None = caller) -> dict[str, Any]:
         """An answer from the knowledge base that cites its sources."""
+        _check_text(body)
         model = body.model or gw.settings.default_model
         server.admit(key, model)
         base = _kb(name, key)
@@ -584,9 +790,12 @@ def create_app(gateway: Gateway | None = None, config: ServeConfig | None = None
                 queue.release(time.perf_counter() - t0)
         return dict(answer.to_dict())
 
-    @app.post("/v1/agents/{name}/runs", tags=["agents"], responses=_ERRORS)
+    @app.post(
+        "/v1/agents/{name}/runs", tags=["agents"], responses=_ERRORS, response_model=AgentRunResult
+    )
     async def agent_run(name: str, body: AgentRun, key: ApiKey | None = caller) -> dict[str, Any]:
         """Run an agent defined in outcrop.toml ([agents.NAME]) on a task."""
+        _check_text(body)
         spec = server.config.agents.get(name)
         if spec is None:
             known = ", ".join(server.config.agents) or "none (define [agents.NAME] in outcrop.toml)"

@@ -2,8 +2,9 @@
 
 The request models here are what ``/openapi.json`` documents; they accept what
 OpenAI's API accepts (extra fields are ignored, as OpenAI-compatible servers
-do) and are turned into outcrop's strict :class:`~outcrop.types.ChatRequest`,
-whose validation messages name the field.
+do; values must have the documented JSON type: ``0`` is not ``false``) and are
+turned into outcrop's strict :class:`~outcrop.types.ChatRequest`, whose
+validation messages name the field.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ..errors import InvalidRequestError
 from ..types import (
     ChatRequest,
     ChatResponse,
+    FinishReason,
     Message,
     ResponseFormat,
     StreamEvent,
@@ -29,9 +31,12 @@ from ..types import (
 )
 
 __all__ = [
+    "ChatCompletion",
     "ChatCompletionRequest",
+    "EmbeddingList",
     "EmbeddingRequest",
     "ErrorBody",
+    "ModelList",
     "chunk",
     "completion",
     "to_chat_request",
@@ -39,7 +44,7 @@ __all__ = [
 
 
 class _Open(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
 
 class ErrorDetail(BaseModel):
@@ -117,12 +122,24 @@ class StreamOptions(_Open):
 class ChatCompletionRequest(_Open):
     """``POST /v1/chat/completions``."""
 
-    model: str
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "local:smollm2-135m",
+                    "messages": [{"role": "user", "content": "Name a prime number."}],
+                    "max_tokens": 16,
+                }
+            ]
+        }
+    )
+
+    model: str = Field(min_length=1)
     messages: list[ChatMessageIn] = Field(min_length=1)
     temperature: float | None = None
     top_p: float | None = None
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
     stop: str | list[str] | None = None
     seed: int | None = None
     n: int | None = None
@@ -137,7 +154,11 @@ class ChatCompletionRequest(_Open):
 class EmbeddingRequest(_Open):
     """``POST /v1/embeddings``."""
 
-    model: str
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"model": "local:all-minilm-l6-v2", "input": "a cat"}]}
+    )
+
+    model: str = Field(min_length=1)
     input: str | list[str]
     encoding_format: Literal["float", "base64"] | None = "float"
 
@@ -194,7 +215,9 @@ def to_chat_request(body: ChatCompletionRequest, max_tokens_cap: int | None) -> 
         value = getattr(body, name)
         if value is not None:
             data[name] = value
-    max_tokens = body.max_completion_tokens or body.max_tokens
+    max_tokens = (
+        body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
+    )
     if max_tokens is not None:
         data["max_tokens"] = max_tokens
     if max_tokens_cap is not None:
@@ -231,6 +254,78 @@ def to_chat_request(body: ChatCompletionRequest, max_tokens_cap: int | None) -> 
         return ChatRequest.model_validate(data)
     except ValidationError as exc:
         raise validation_error(exc) from None
+
+
+class FunctionCallOut(BaseModel):
+    name: str
+    arguments: str = Field(description="The arguments as a JSON object, encoded as a string.")
+
+
+class ToolCallOut(BaseModel):
+    id: str
+    type: Literal["function"]
+    function: FunctionCallOut
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"]
+    content: str | None
+    tool_calls: list[ToolCallOut] | None = None
+
+
+class Choice(BaseModel):
+    index: int
+    message: AssistantMessage
+    finish_reason: FinishReason
+
+
+class CompletionUsage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatCompletion(BaseModel):
+    """A whole answer (``stream`` false); streamed answers are ``chat.completion.chunk`` events."""
+
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: CompletionUsage
+
+
+class Embedding(BaseModel):
+    object: Literal["embedding"]
+    index: int
+    embedding: list[float] | str = Field(
+        description="The vector, or with encoding_format base64 its little-endian float32 bytes."
+    )
+
+
+class EmbeddingUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingList(BaseModel):
+    object: Literal["list"]
+    data: list[Embedding]
+    model: str
+    usage: EmbeddingUsage
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"]
+    data: list[ModelCard]
 
 
 def _valid_name(name: str, i: int) -> bool:
