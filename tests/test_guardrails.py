@@ -162,3 +162,29 @@ def test_huge_and_binary_inputs_are_checked_in_bounded_time() -> None:
     guard.check(huge, "input")
     guard.check(bytes(range(256)).decode("latin-1") * 20_000, "input")
     assert time.perf_counter() - t0 < 10
+
+
+def test_guard_cli_check_and_test(capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from .helpers import run
+
+    code, out, _ = run(capsys, "guard", "check", "mail ada@example.org", "--policy", "pii")
+    assert code == 0 and "action: mask" in out and "text: mail [EMAIL]" in out
+    data = tmp_path / "pii.csv"
+    data.write_text("text,label\nhello,benign\nmy email is a@b.co,attack\ncall 555,benign\n")
+    code, out, _ = run(capsys, "guard", "test", "pii", str(data), "--json")
+    report = json.loads(out)
+    assert report["detection_rate"] == 1.0 and report["false_positive_rate"] == 0.0
+    assert report["confusion"] == {"tp": 1, "fn": 0, "fp": 0, "tn": 2}
+    code, _, err = run(capsys, "guard", "test", "pii", str(data), "--label-column", "lbl")
+    assert code == 1 and "no column 'lbl'; columns: text, label" in err
+    data.write_text("text,label\nhello,maybe\n")
+    code, _, err = run(capsys, "guard", "test", "pii", str(data))
+    assert code == 1 and "label 'maybe' is neither positive" in err
+    code, _, err = run(capsys, "guard", "check", "x", "--policy", "nope")
+    assert code == 1 and "No policy 'nope'" in err
+    bad = tmp_path / "policy.toml"
+    bad.write_text('[guardrails.input]\npii = "obliterate"\n')
+    code, _, err = run(capsys, "guard", "check", "x", "--policy", str(bad))
+    assert code == 1 and "input.pii" in err

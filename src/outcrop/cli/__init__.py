@@ -16,6 +16,7 @@ from ..errors import OutcropError
 from ._common import Ctx, DefaultGroup
 from .agent import agent
 from .eval import eval_
+from .guard import guard
 from .image import image
 from .init import init
 from .kb import kb
@@ -77,6 +78,7 @@ cli.add_command(kb)
 cli.add_command(agent)
 cli.add_command(eval_)
 cli.add_command(serve)
+cli.add_command(guard)
 
 
 def main(argv: list[str] | None = None) -> Any:
