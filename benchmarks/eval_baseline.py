@@ -16,9 +16,12 @@ train split (77 for Banking77, 2 for SMS). Each model is loaded by one warm-up
 call before it is timed. Published reference: all-MiniLM-L6-v2 embeddings +
 logistic regression, accuracy 0.7975 on Banking77 (MTEB).
 
-Prints one JSON line (the tables go to stderr). Usage:
+Prints one JSON line (the tables and progress go to stderr). About 5 minutes on an
+idle 2-core machine (scaled from a 20-case run), 14 measured on one shared with other
+work (load 5-7, ``--threads 1``:
+llama.cpp on every core slows down many times over when the cores are busy). Usage:
 
-    .venv/bin/python benchmarks/eval_baseline.py [--limit 150] [--few-shot-per-label 1]
+    .venv/bin/python benchmarks/eval_baseline.py [--limit 100] [--threads 1]
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ def rounded(data: Any) -> Any:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--limit", type=int, default=150, help="LLM test cases per dataset")
+    parser.add_argument("--limit", type=int, default=100, help="LLM test cases per dataset")
     parser.add_argument("--few-shot-per-label", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--models", nargs="+", default=MODELS)

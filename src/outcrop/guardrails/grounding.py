@@ -16,10 +16,8 @@ __all__ = ["split_sentences", "unsupported_sentences"]
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 _CITATION = re.compile(r"\s*\[\d+(?:,\s*\d+)*\]")
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9'-]*")
-_STOP = set(  # noqa: SIM905 (a word list reads better as one string)
-    "a an the and or but of to in on at by for with from as is are was were be been being it "
-    "its this that these those there here i you we they he she them his her our your their "
-    "not no yes do does did can could will would should may might must have has had".split()
+_STOP = set(
+    ["a", "an", "the", "and", "or", "but", "of", "to", "in", "on", "at", "by", "for", "with", "from", "as", "is", "are", "was", "were", "be", "been", "being", "it", "its", "this", "that", "these", "those", "there", "here", "i", "you", "we", "they", "he", "she", "them", "his", "her", "our", "your", "their", "not", "no", "yes", "do", "does", "did", "can", "could", "will", "would", "should", "may", "might", "must", "have", "has", "had"]
 )
 
 

@@ -144,7 +144,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         400: "Invalid request (the message names the field)",
         401: "Missing or unknown API key",
         403: "The key may not use this model or knowledge base",
-        404: "Unknown model or knowledge base",
+        404: "Unknown model, knowledge base or agent",
         413: "Request body too large",
         415: "The body is not sent as JSON (Content-Type: application/json)",
         429: "Rate limit, budget or queue full (see Retry-After)",
