@@ -146,3 +146,15 @@ def test_deploy_guide_agents_table_loads(tmp_path: Path):
 def test_models_guide_python_example_runs():
     (block,) = _python_blocks("models.md")
     exec(compile(block, "models.md", "exec"), {})
+
+
+def test_guardrails_guide_policy_loads(tmp_path: Path):
+    from outcrop import load_settings
+    from outcrop.guardrails import GuardPolicy
+
+    text = (DOCS / "guardrails.md").read_text(encoding="utf-8")
+    (block,) = re.findall(r"```toml\n(.*?)```", text, flags=re.S)
+    path = tmp_path / "outcrop.toml"
+    path.write_text(block)
+    policy = GuardPolicy.from_mapping(load_settings(path).guardrails)
+    assert policy.retrieved.injection == "block" and policy.topics[0].name == "medical advice"
