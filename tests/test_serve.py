@@ -48,8 +48,20 @@ def live(gw: Gateway) -> Iterator[LiveServer]:
     server.stop()
 
 
+_clients: list[openai.OpenAI] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    while _clients:
+        _clients.pop().close()
+
+
 def client(live: LiveServer, key: str = "none") -> openai.OpenAI:
-    return openai.OpenAI(base_url=live.url + "/v1", api_key=key, max_retries=0)
+    c = openai.OpenAI(base_url=live.url + "/v1", api_key=key, max_retries=0)
+    _clients.append(c)
+    return c
 
 
 def test_chat_plain_and_streamed_with_usage(live: LiveServer, store: Store) -> None:

@@ -500,6 +500,14 @@ class Gateway:
         items = [texts] if isinstance(texts, str) else list(texts)
         if not items or any(not isinstance(t, str) for t in items):
             raise InvalidRequestError("Give one or more texts to embed.", field="input")
+        for i, t in enumerate(items):
+            try:
+                t.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise InvalidRequestError(
+                    f"input[{i}] is not valid Unicode (a lone surrogate at position {exc.start})",
+                    field="input",
+                ) from None
         resolved = self.resolve(model)
         preview = items[0][:200]
         result, attempts, started, t0 = self._with_retries(

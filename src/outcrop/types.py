@@ -217,13 +217,15 @@ class ChatOptions(_Model):
     def _no_empty_stop(cls, value: list[str]) -> list[str]:
         if any(s == "" for s in value):
             raise ValueError("stop strings must not be empty")
+        for s in value:
+            TextPart._valid_unicode(s)
         return value
 
 
 class ChatRequest(ChatOptions):
     """One call to a chat model."""
 
-    model: str | None = Field(default=None, description="provider:model id or alias.")
+    model: str | None = Field(default=None, min_length=1, description="provider:model id or alias.")
     messages: list[Message] = Field(min_length=1)
     tools: list[ToolSpec] = Field(default_factory=list)
     tool_choice: ToolChoice = "auto"

@@ -525,6 +525,10 @@ class KnowledgeBase:
             raise InvalidRequestError("The search query is empty.", field="query")
         if k < 1:
             raise InvalidRequestError(f"k must be at least 1 (got {k})", field="k")
+        if mode not in ("hybrid", "dense", "bm25"):
+            raise InvalidRequestError(
+                f"Unknown search mode {mode!r}; modes: hybrid, dense, bm25", field="mode"
+            )
         if not 0.0 <= dense_weight <= 1.0:
             raise InvalidRequestError("dense_weight must be within 0 to 1", field="dense_weight")
         allowed = self._allowed(filters)
