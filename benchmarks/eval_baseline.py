@@ -18,8 +18,8 @@ logistic regression, accuracy 0.7975 on Banking77 (MTEB).
 
 Prints one JSON line (the tables and progress go to stderr). About 5 minutes on an
 idle 2-core machine (scaled from a 20-case run), 14 measured on one shared with other
-work (load 5-7, ``--threads 1``:
-llama.cpp on every core slows down many times over when the cores are busy). Usage:
+work (load 5-7, ``--threads 1``: llama.cpp on every core slows down many times over
+when the cores are busy). Usage:
 
     .venv/bin/python benchmarks/eval_baseline.py [--limit 100] [--threads 1]
 """

@@ -459,13 +459,13 @@ def test_real_local_model_answers_only_labels():
     rows = load_labelled(SMS / "SMSSpamCollection", text_column=1, label_column=0)
     train, test = stratified_split(rows, test_size=0.2, seed=0)
     result = run_baseline(
-        Gateway(), train, test, models=["local:smollm2-135m"], limit=30, few_shot=2
+        Gateway(), train, test, models=["local:smollm2-135m"], limit=20, few_shot=2
     )
     for method in ("zero-shot", "few-shot"):
         row = result.row(method)
-        assert row.n == 30 and row.invalid == 0
+        assert row.n == 20 and row.invalid == 0
         assert 0 <= row.accuracy <= 1 and 0 <= row.macro_f1 <= 1
-    assert result.row("tfidf+logreg", sample=True).n == 30
+    assert result.row("tfidf+logreg", sample=True).n == 20
 
 
 # --------------------------------------------------------------------------- CLI
