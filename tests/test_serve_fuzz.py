@@ -206,7 +206,10 @@ def test_a_server_with_keys_holds_to_its_openapi_document(server: LiveServer, st
     assert not run.failures, _failed(run)
     assert set(run.statuses) == run.operations
     answered = {op for op, codes in run.statuses.items() if any(200 <= c < 300 for c in codes)}
-    assert answered == run.operations  # every operation did its work at least once
+    # Every operation did its work at least once, but those a random id or a random prompt
+    # cannot reach (a trace that exists; a prompt with a query), which have their own tests.
+    unreachable = {op for op in run.operations if "{trace_id}" in op or "prompts/render" in op}
+    assert answered | unreachable == run.operations
 
 
 def test_requests_without_a_key_get_401_in_the_documented_shape(

@@ -164,6 +164,19 @@ def _m007_guardrails(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE traces ADD COLUMN guardrails TEXT NOT NULL DEFAULT '[]'")
 
 
+def _m008_feedback(db: sqlite3.Connection) -> None:
+    db.execute(
+        """
+        CREATE TABLE feedback (
+            trace_id TEXT PRIMARY KEY REFERENCES traces(id),
+            rating TEXT NOT NULL,
+            comment TEXT NOT NULL DEFAULT '',
+            created_at REAL NOT NULL
+        )
+        """
+    )
+
+
 # Named and ordered; each applied once and recorded in _migrations.
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("001_traces", _m001_traces),
@@ -173,6 +186,7 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("005_evals", _m005_evals),
     ("006_api_keys", _m006_api_keys),
     ("007_guardrails", _m007_guardrails),
+    ("008_feedback", _m008_feedback),
 ]
 
 
@@ -313,13 +327,29 @@ class Store:
         data["guardrails"] = json.loads(data["guardrails"])
         return TraceRow(**data)
 
-    def recent(self, limit: int = 20, model: str | None = None) -> list[TraceRow]:
+    def recent(
+        self,
+        limit: int = 20,
+        model: str | None = None,
+        *,
+        kind: str | None = None,
+        status: str | None = None,
+    ) -> list[TraceRow]:
         """The most recent calls, newest first."""
         sql = "SELECT * FROM traces"
+        where: list[str] = []
         args: list[Any] = []
         if model:
-            sql += " WHERE model = ? OR requested_model = ?"
+            where.append("(model = ? OR requested_model = ?)")
             args += [model, model]
+        if kind:
+            where.append("kind = ?")
+            args.append(kind)
+        if status:
+            where.append("status = ?")
+            args.append(status)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY started_at DESC, rowid DESC LIMIT ?"
         args.append(limit)
         with self._lock:
@@ -605,3 +635,58 @@ class Store:
                 (key_id, since),
             ).fetchone()
         return int(row[0]), float(row[1]), int(row[2])
+
+    # -- feedback and monitoring ----------------------------------------------
+
+    def set_feedback(self, trace_id: str, rating: str, comment: str) -> None:
+        """Store (or replace) the feedback on a call."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO feedback (trace_id, rating, comment, created_at) "
+                "VALUES (?, ?, ?, ?)",
+                (trace_id, rating, comment, time.time()),
+            )
+
+    def feedback(self, trace_ids: list[str]) -> dict[str, dict[str, Any]]:
+        if not trace_ids:
+            return {}
+        marks = ",".join("?" * len(trace_ids))
+        with self._lock:
+            return {
+                r["trace_id"]: {"rating": r["rating"], "comment": r["comment"]}
+                for r in self._db.execute(
+                    f"SELECT * FROM feedback WHERE trace_id IN ({marks})", trace_ids
+                )
+            }
+
+    def calls_since(
+        self,
+        since: float,
+        *,
+        model: str | None = None,
+        prompt: str | None = None,
+        api_key: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Top-level calls since a time, with what a dashboard sums (oldest first)."""
+        sql = (
+            "SELECT started_at, status, input_tokens, output_tokens, cost_usd, latency_ms, "
+            "coalesce(model, requested_model) AS model, prompt_name, prompt_version, api_key "
+            "FROM traces WHERE started_at >= ? AND kind NOT IN ('tool', 'chain', 'agent')"
+        )
+        args: list[Any] = [since]
+        if model:
+            sql += " AND (model = ? OR requested_model = ?)"
+            args += [model, model]
+        if prompt:
+            name, _, version = prompt.partition("@")
+            sql += " AND prompt_name = ?"
+            args.append(name)
+            if version.isdigit():
+                sql += " AND prompt_version = ?"
+                args.append(int(version))
+        if api_key:
+            sql += " AND api_key = ?"
+            args.append(api_key)
+        sql += " ORDER BY started_at"
+        with self._lock:
+            return [dict(r) for r in self._db.execute(sql, args)]

@@ -42,6 +42,7 @@ from ..types import StreamEvent, Usage
 from .keys import ApiKey, authenticate
 from .limits import Denied, FairQueue, Limiter, QueueFull, QueueTimeout
 from .metrics import Metrics
+from .monitor import monitor_router
 from .openai_api import (
     ChatCompletion,
     ChatCompletionRequest,
@@ -633,6 +634,7 @@ def create_app(gateway: Gateway | None = None, config: ServeConfig | None = None
     app.add_middleware(_BodyLimit, limit=server.config.max_body_bytes)
 
     caller = Depends(server.caller)
+    app.include_router(monitor_router(gw, server.caller, ApiError), responses=_ERRORS)
 
     @app.get("/health", tags=["server"], response_model=Health)
     async def health() -> dict[str, Any]:
@@ -662,8 +664,11 @@ def create_app(gateway: Gateway | None = None, config: ServeConfig | None = None
         response_model=ChatCompletion,
         response_model_exclude_unset=True,
     )
-    async def chat_completions(body: ChatCompletionRequest, key: ApiKey | None = caller) -> Any:
-        """Chat completions, plain or streamed (SSE), with tools and JSON-schema output."""
+    async def chat_completions(
+        body: ChatCompletionRequest, reply: Response, key: ApiKey | None = caller
+    ) -> Any:
+        """Chat completions, plain or streamed (SSE), with tools and JSON-schema output.
+        The header ``x-outcrop-trace-id`` names the call's trace (for feedback)."""
         _check_text(body)
         cap = server.admit(key, body.model)
         chat_request = to_chat_request(body, cap)
@@ -682,6 +687,7 @@ def create_app(gateway: Gateway | None = None, config: ServeConfig | None = None
         except BaseException:
             release()
             raise
+        reply.headers["x-outcrop-trace-id"] = stream.trace_id
         if not body.stream:
             try:
                 response = await asyncio.to_thread(stream.collect)
@@ -701,7 +707,11 @@ def create_app(gateway: Gateway | None = None, config: ServeConfig | None = None
         return StreamingResponse(
             _stream(server, puller, first, body.model, key, include_usage, queue, t0),
             media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            headers={
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+                "x-outcrop-trace-id": puller.stream.trace_id,
+            },
         )
 
     @app.post("/v1/embeddings", tags=["openai"], responses=_ERRORS, response_model=EmbeddingList)
