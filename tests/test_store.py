@@ -73,3 +73,27 @@ def test_a_failed_write_keeps_what_was_stored(store: Store):
     assert store.count() == 1
     store.record(_row(2))
     assert store.count() == 2
+
+
+def test_queued_rows_are_read_back_and_written_at_exit(store: Store, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    for i in range(200):
+        store.record_later(_row(1000 + i))
+    assert store.count() == 200  # a read waits for the queue
+    script = (
+        "import sys\n"
+        "from outcrop import Gateway, Settings, Store\n"
+        "from outcrop.providers.testing import TestModel\n"
+        "store = Store(sys.argv[1])\n"
+        "gw = Gateway(settings=Settings(default_model='test'), store=store,\n"
+        "             providers={'test': TestModel()})\n"
+        "for _ in range(300):\n"
+        "    gw.chat('hi')\n"
+    )
+    path = tmp_path / "exit.db"
+    subprocess.run([sys.executable, "-c", script, str(path)], check=True)
+    other = Store(path)
+    assert other.count() == 300  # nothing queued was lost when the process ended
+    other.close()

@@ -320,9 +320,12 @@ class Gateway:
         return self._guard
 
     def close(self) -> None:
-        """Close provider connections (the store stays open for other users of it)."""
+        """Close provider connections and write any queued trace rows (the store stays open
+        for other users of it)."""
         for provider in self.providers.values():
             provider.close()
+        if self._store is not None:
+            self._store.flush()
 
     @property
     def store(self) -> Store:
@@ -685,7 +688,7 @@ class Gateway:
         api_key: str | None = None,
     ) -> str:
         trace_id = trace_id or new_id()
-        self.store.record(
+        self.store.record_later(
             TraceRow(
                 id=trace_id,
                 kind=kind,
@@ -958,4 +961,4 @@ class Gateway:
             api_key=run.trace.api_key,
             guardrails=list(run.guard),
         )
-        self.store.record(row)
+        self.store.record_later(row)

@@ -7,10 +7,13 @@ ledger: tokens, cost and latency are summed from it by ``usage()``.
 
 from __future__ import annotations
 
+import atexit
 import json
+import logging
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -18,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+
+log = logging.getLogger("outcrop.store")
 
 __all__ = ["MIGRATIONS", "Store", "TraceRow", "UsageRow"]
 
@@ -234,6 +239,12 @@ class UsageRow:
     errors: int
 
 
+def _flush_at_exit(ref: weakref.ReferenceType[Store]) -> None:
+    store = ref()
+    if store is not None:
+        store.flush()
+
+
 class Store:
     """SQLite store for traces. Safe to share between threads of one process."""
 
@@ -241,6 +252,12 @@ class Store:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._cv = threading.Condition()
+        self._pending: list[TraceRow] = []
+        self._inflight = 0
+        self._flushing = 0  # readers waiting for the queue to be written
+        self._closed = False
+        self._writer: threading.Thread | None = None
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         try:
@@ -287,6 +304,12 @@ class Store:
             return [r[0] for r in self._db.execute("SELECT name FROM _migrations ORDER BY name")]
 
     def close(self) -> None:
+        self.flush()
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+        if self._writer is not None:
+            self._writer.join(timeout=5)
         with self._lock:
             self._db.close()
 
@@ -311,10 +334,78 @@ class Store:
 
     def record(self, row: TraceRow) -> None:
         """Add one call's row; an id already stored is an error."""
+        self.flush()
         self._write(row, "INSERT")
+
+    def record_later(self, row: TraceRow) -> None:
+        """Add a row from the hot path: a writer thread stores queued rows in batches, one
+        transaction each, so a call does not wait for SQLite. Every read flushes first, so
+        readers (budgets included) always see every row recorded before they asked."""
+        with self._cv:
+            if self._closed:
+                raise UserError("The trace store is closed.")
+            self._pending.append(row)
+            if self._writer is None:
+                self._writer = threading.Thread(
+                    target=self._write_loop, name="outcrop-trace-writer", daemon=True
+                )
+                self._writer.start()
+                # Rows still queued when the program ends are written before it exits.
+                atexit.register(_flush_at_exit, weakref.ref(self))
+            self._cv.notify_all()
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._cv:
+                while not self._pending and not self._closed:
+                    self._cv.wait()
+                if not self._pending:
+                    return
+                # Linger a moment so rows arriving together share one transaction
+                # (a commit costs far more than a row); a reader waiting cuts it short.
+                deadline = time.monotonic() + 0.01
+                while (
+                    len(self._pending) < 512
+                    and not self._flushing
+                    and not self._closed
+                    and (left := deadline - time.monotonic()) > 0
+                ):
+                    self._cv.wait(timeout=left)
+                batch, self._pending = self._pending, []
+                self._inflight = len(batch)
+            try:
+                rows = [self._columns(r) for r in batch]
+                with self._tx() as db:
+                    for data in rows:
+                        columns = ", ".join(data)
+                        marks = ", ".join(f":{k}" for k in data)
+                        try:
+                            db.execute(f"INSERT INTO traces ({columns}) VALUES ({marks})", data)
+                        except sqlite3.IntegrityError as exc:
+                            log.warning("trace %s not stored: %s", data["id"], exc)
+            except Exception:
+                log.exception("%d trace rows could not be written", len(batch))
+            finally:
+                with self._cv:
+                    self._inflight = 0
+                    self._cv.notify_all()
+
+    def flush(self) -> None:
+        """Wait until every row queued by :meth:`record_later` is stored."""
+        with self._cv:
+            self._flushing += 1
+            self._cv.notify_all()
+            try:
+                while self._pending or self._inflight:
+                    if self._writer is None or not self._writer.is_alive():
+                        break
+                    self._cv.wait(timeout=1.0)
+            finally:
+                self._flushing -= 1
 
     def replace(self, row: TraceRow) -> None:
         """Write a row over the one with its id (a run that paused and went on)."""
+        self.flush()
         self._write(row, "INSERT OR REPLACE")
 
     @staticmethod
@@ -336,6 +427,7 @@ class Store:
         status: str | None = None,
     ) -> list[TraceRow]:
         """The most recent calls, newest first."""
+        self.flush()
         sql = "SELECT * FROM traces"
         where: list[str] = []
         args: list[Any] = []
@@ -357,6 +449,7 @@ class Store:
 
     def get(self, trace_id: str) -> TraceRow | None:
         """A call by id, or by a unique prefix of its id."""
+        self.flush()
         with self._lock:
             rows = self._db.execute(
                 "SELECT * FROM traces WHERE id LIKE ? ESCAPE '\\' ORDER BY started_at DESC LIMIT 2",
@@ -368,11 +461,13 @@ class Store:
         return self._row(rows[0])
 
     def count(self) -> int:
+        self.flush()
         with self._lock:
             return int(self._db.execute("SELECT count(*) FROM traces").fetchone()[0])
 
     def usage(self, days: int | None = None) -> list[UsageRow]:
         """Totals by day (UTC) and model, newest day first."""
+        self.flush()
         sql = """
             SELECT date(started_at, 'unixepoch') AS day,
                    coalesce(model, requested_model) AS model,
@@ -487,6 +582,7 @@ class Store:
 
     def children(self, parent_id: str) -> list[TraceRow]:
         """The calls made under one trace (a chain's steps), in order."""
+        self.flush()
         with self._lock:
             return [
                 self._row(r)
@@ -627,6 +723,7 @@ class Store:
 
     def key_usage(self, key_id: str, since: float) -> tuple[int, float, int]:
         """(tokens, cost in USD, calls) recorded for an API key since a time."""
+        self.flush()
         with self._lock:
             row = self._db.execute(
                 "SELECT coalesce(sum(input_tokens + output_tokens), 0), "
@@ -648,6 +745,7 @@ class Store:
             )
 
     def feedback(self, trace_ids: list[str]) -> dict[str, dict[str, Any]]:
+        self.flush()
         if not trace_ids:
             return {}
         marks = ",".join("?" * len(trace_ids))
@@ -668,6 +766,7 @@ class Store:
         api_key: str | None = None,
     ) -> list[dict[str, Any]]:
         """Top-level calls since a time, with what a dashboard sums (oldest first)."""
+        self.flush()
         sql = (
             "SELECT started_at, status, input_tokens, output_tokens, cost_usd, latency_ms, "
             "coalesce(model, requested_model) AS model, prompt_name, prompt_version, api_key "
