@@ -255,6 +255,7 @@ class LocalProvider(Provider):
         self.n_ctx = n_ctx
         self.n_threads = n_threads or max(1, os.cpu_count() or 1)
         self.batching = 0
+        self.batching_context: int | None = None
         self._engines: dict[Path, BatchEngine] = {}
         self._engines_lock = threading.Lock()
         if batching:
@@ -262,20 +263,28 @@ class LocalProvider(Provider):
 
     # -- continuous batching --------------------------------------------------
 
-    def enable_batching(self, slots: int = 8) -> None:
+    def enable_batching(self, slots: int = 8, *, context: int | None = None) -> None:
         """Serve plain-text requests (no tools, no ``response_format``) through a batch
         engine per model: up to ``slots`` of them decode together in one llama.cpp
         context that shares the loaded weights; more wait their turn, first come first
-        served. ``slots=0`` turns it off. The engine is made at the first such request;
-        its key-value cache holds ``slots`` × the model's context (for smollm2-135m,
-        about 23 KB a token: 0.75 GB at 8 × 4096). :meth:`close` frees it.
+        served. ``slots=0`` turns it off. The engine is made at the first such request.
+
+        Its key-value cache holds ``slots`` × ``context`` tokens (default: the model's
+        context; for smollm2-135m about 23 KB a token, so 0.75 GB at 8 × 4096). With a
+        smaller ``context``, a request whose prompt and max_tokens do not fit in it takes
+        the exclusive path instead. :meth:`close` frees the engines.
         """
         if slots < 0:
             raise InvalidRequestError(f"batching must be 0 (off) or more, not {slots}")
+        if context is not None and context < 16:
+            raise InvalidRequestError(
+                f"the batching context must be 16 tokens or more, not {context}"
+            )
         with self._engines_lock:
             engines = list(self._engines.values())
             self._engines.clear()
             self.batching = slots
+            self.batching_context = context
         for engine in engines:
             engine.close()  # requests on them end with an error; new ones get a new engine
 
@@ -294,7 +303,12 @@ class LocalProvider(Provider):
             if engine is None or engine.closed:
                 if engine is not None:
                     engine.close()  # stopped by an error: start afresh
-                engine = BatchEngine(loaded.llama, slots=self.batching, n_threads=self.n_threads)
+                engine = BatchEngine(
+                    loaded.llama,
+                    slots=self.batching,
+                    n_ctx_seq=self.batching_context,
+                    n_threads=self.n_threads,
+                )
                 self._engines[loaded.path] = engine
             return engine
 
@@ -581,8 +595,25 @@ class LocalProvider(Provider):
         llama = loaded.llama
         grammar, tool_mode = self._grammar(request)
         if self.batching and grammar is None and tool_mode == "text":
-            yield from self._stream_batched(model, loaded, request)
-            return
+            engine = self.batch_engine(model)
+            _, prompt = self._render(loaded, request)  # template and tokenizer: thread-safe
+            n_ctx = llama.n_ctx()
+            room = n_ctx - len(prompt)
+            max_tokens = min(request.max_tokens or room, room)
+            if room > 0 and len(prompt) + max_tokens <= engine.n_ctx_seq:
+                handle = engine.submit(
+                    prompt,
+                    max_tokens=max_tokens,
+                    temperature=request.temperature,
+                    top_p=request.top_p,
+                    seed=request.seed,
+                )
+                yield from self._decode(
+                    llama, handle, prompt, max_tokens, request, tool_mode="text"
+                )
+                return
+            # Longer than a batch slot holds (or than the model holds): the exclusive path
+            # serves it, or refuses it, as without batching.
         with _exclusive(loaded, model):
             _, prompt = self._render(loaded, request)
             n_ctx = llama.n_ctx()
@@ -614,31 +645,6 @@ class LocalProvider(Provider):
             yield from self._decode(
                 llama, generator, prompt, max_tokens, request, tool_mode=tool_mode
             )
-
-    def _stream_batched(
-        self, model: str, loaded: _Loaded, request: ChatRequest
-    ) -> Iterator[StreamEvent]:
-        """The plain-text path through the batch engine: the same limits, sampling, text
-        and usage as the exclusive path, without holding the model."""
-        engine = self.batch_engine(model)
-        _, prompt = self._render(loaded, request)  # template and tokenizer: thread-safe
-        n_ctx = engine.n_ctx_seq
-        if len(prompt) >= n_ctx:
-            raise InvalidRequestError(
-                f"The prompt is {len(prompt)} tokens; {model} holds {n_ctx} in its context. "
-                "Shorten the messages.",
-                field="messages",
-            )
-        room = n_ctx - len(prompt)
-        max_tokens = min(request.max_tokens or room, room)
-        handle = engine.submit(
-            prompt,
-            max_tokens=max_tokens,
-            temperature=request.temperature,
-            top_p=request.top_p,
-            seed=request.seed,
-        )
-        yield from self._decode(loaded.llama, handle, prompt, max_tokens, request, tool_mode="text")
 
     def _grammar(self, request: ChatRequest) -> tuple[Any, str]:
         """The grammar that constrains the output, and how to read the output."""
