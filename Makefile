@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 # llama.cpp compiles once on install (about 5 minutes on 2 cores); pip caches the wheel.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
-.PHONY: setup run test test-fast lint format bench bench-retrieval clean
+.PHONY: setup run test test-fast chromium lint format bench bench-retrieval clean
 
 # Idempotent: creates .venv when missing, reinstalls only when pyproject.toml changed.
 setup: $(STAMP)
@@ -23,12 +23,19 @@ run: setup
 	$(BIN)/outcrop serve
 
 # The whole suite, the real local model included. pytest's "no tests ran" (exit 5) fails here.
-test: setup
+test: setup chromium
 	$(BIN)/python -m pytest
+
+# The web UI tests drive Debian's chromium; install it when it is missing and we may
+# (root with apt-get). Without it those tests skip and say why.
+chromium:
+	@test -x /usr/bin/chromium || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
+	  && (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+	  || echo "chromium not installed: the browser tests will skip"; }
 
 # The fast subset: everything but the tests that run the real model.
 test-fast: setup
-	$(BIN)/python -m pytest -m 'not slow'
+	$(BIN)/python -m pytest -m 'not slow and not browser'
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

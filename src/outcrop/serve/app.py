@@ -43,6 +43,7 @@ from .keys import ApiKey, authenticate
 from .limits import Denied, FairQueue, Limiter, QueueFull, QueueTimeout
 from .metrics import Metrics
 from .monitor import monitor_router
+from .ui import router as ui_router
 from .openai_api import (
     ChatCompletion,
     ChatCompletionRequest,
@@ -635,6 +636,7 @@ def create_app(gateway: Gateway | None = None, config: ServeConfig | None = None
 
     caller = Depends(server.caller)
     app.include_router(monitor_router(gw, server.caller, ApiError), responses=_ERRORS)
+    app.include_router(ui_router)  # the playground, monitor and trace pages (/ui)
 
     @app.get("/health", tags=["server"], response_model=Health)
     async def health() -> dict[str, Any]:
