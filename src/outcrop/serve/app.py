@@ -43,7 +43,6 @@ from .keys import ApiKey, authenticate
 from .limits import Denied, FairQueue, Limiter, QueueFull, QueueTimeout
 from .metrics import Metrics
 from .monitor import monitor_router
-from .ui import router as ui_router
 from .openai_api import (
     ChatCompletion,
     ChatCompletionRequest,
@@ -56,6 +55,7 @@ from .openai_api import (
     event_delta,
     to_chat_request,
 )
+from .ui import router as ui_router
 
 __all__ = ["ServeConfig", "create_app"]
 
