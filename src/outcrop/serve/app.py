@@ -234,6 +234,45 @@ class _BodyLimit:
             raise
 
 
+class _Measure:
+    """Count each request by route and status, timed to its last byte (a stream included).
+
+    A plain ASGI wrapper: Starlette's ``BaseHTTPMiddleware`` costs a task and a queue per
+    request, a fifth of the event loop's time on a fast model."""
+
+    def __init__(self, app: Any, metrics: Metrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = 500
+        recorded = False
+
+        def record() -> None:
+            nonlocal recorded
+            if not recorded:
+                recorded = True
+                path = getattr(scope.get("route"), "path", "unmatched")
+                self.metrics.request(path, status, time.perf_counter() - t0)
+
+        async def timed(message: MutableMapping[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                record()
+
+        try:
+            await self.app(scope, receive, timed)
+        finally:
+            record()
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(strict=True)  # the JSON types /openapi.json documents: 0 is not false
 
@@ -621,17 +660,7 @@ def create_app(gateway: Gateway | None = None, config: ServeConfig | None = None
         log.exception("unhandled error", exc_info=exc)
         return _error(500, f"Internal error ({exc.__class__.__name__}).", "server_error")
 
-    @app.middleware("http")
-    async def measure(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        t0 = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        server.metrics.request(path, response.status_code, time.perf_counter() - t0)
-        return response
-
+    app.add_middleware(_Measure, metrics=server.metrics)
     app.add_middleware(_BodyLimit, limit=server.config.max_body_bytes)
 
     caller = Depends(server.caller)
