@@ -682,7 +682,14 @@ def create_app(gateway: Gateway | None = None, config: ServeConfig | None = None
         """The models this server serves (those the key may use)."""
         found = await asyncio.to_thread(gw.models)
         data = [
-            {"id": m.id, "object": "model", "created": 0, "owned_by": m.provider}
+            {
+                "id": m.id,
+                "object": "model",
+                "created": 0,
+                "owned_by": m.provider,
+                "default": m.id == gw.settings.default_model,
+                "installed": m.installed,
+            }
             for m in found
             if key is None or key.allows_model(m.id)
         ]

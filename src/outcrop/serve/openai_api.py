@@ -321,6 +321,8 @@ class ModelCard(BaseModel):
     object: Literal["model"]
     created: int
     owned_by: str
+    default: bool = Field(default=False, description="The server's default model (outcrop).")
+    installed: bool = Field(default=True, description="Usable now (outcrop).")
 
 
 class ModelList(BaseModel):
