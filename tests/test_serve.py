@@ -397,11 +397,21 @@ def test_the_local_queue_is_fifo_and_refuses_beyond_its_length(store: Store) -> 
 
     try:
         threads = []
-        for text in ("first", "second", "third"):
+
+        def settled(n: int) -> None:  # the server holds n requests: one served, n-1 waiting
+            deadline = time.time() + 10
+            while time.time() < deadline:
+                waiting = httpx.get(server.url + "/health").json()["queues"].get("local:m", 0)
+                if len(order) == 1 and waiting == n - 1:
+                    return
+                time.sleep(0.02)
+            raise AssertionError(f"the server did not queue {n} requests")
+
+        for n, text in enumerate(("first", "second", "third"), start=1):
             t = threading.Thread(target=ask, args=(text,))
             t.start()
             threads.append(t)
-            time.sleep(0.2)  # arrive in this order
+            settled(n)  # so they arrive in this order, however busy the machine
         ask("fourth")  # one served, two waiting: refused at once
         assert results["fourth"] == 429 and results["fourth:retry"] >= 1
         gate.set()
