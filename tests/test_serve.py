@@ -458,3 +458,34 @@ def test_a_provider_error_keeps_its_meaning(store: Store) -> None:
         assert err.value.status_code == 502 and "upstream overloaded" in str(err.value)
     finally:
         server.stop()
+
+
+def test_knowledge_base_answers_count_against_the_key_that_asked(store: Store, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A kb ask makes its own model call: it must carry the key, or budgets miss it."""
+    from outcrop.rag import KnowledgeBase
+
+    gw = Gateway(
+        settings=Settings(default_model="fn:echo"),
+        store=store,
+        providers={"fn": FunctionModel(lambda r: "Returns are free [1].")},
+    )
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "returns.md").write_text("# Returns\n\nReturns are free within 30 days.")
+    base = KnowledgeBase.create("policies", gateway=gw)
+    base.add(docs)
+    base.close()
+    key, secret = create_key(store, "asker")
+    server = LiveServer(create_app(gw)).start()
+    try:
+        r = httpx.post(
+            server.url + "/v1/knowledge-bases/policies/ask",
+            json={"question": "Are returns free?"},
+            headers={"Authorization": f"Bearer {secret}"},
+        )
+        assert r.status_code == 200, r.text
+    finally:
+        server.stop()
+    asked = [row for row in store.recent(limit=20) if row.prompt_name == "kb:policies"]
+    assert asked and asked[0].api_key == key.id
+    assert store.key_usage(key.id, 0)[0] > 0

@@ -18,6 +18,8 @@ guardrails and OpenTelemetry export join this path as they land.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import dataclasses
 import difflib
 import json
 import math
@@ -162,6 +164,15 @@ class TokenView:
     estimated: bool
     context_window: int | None
     cost_usd: float | None
+
+
+# The server API key a call is made for. The server sets it around work that makes model
+# calls of its own (a knowledge-base answer, an agent run), so those calls are counted
+# against the key's budgets like its chat calls; worker threads inherit it
+# (asyncio.to_thread copies the context).
+current_api_key: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "outcrop_api_key", default=None
+)
 
 
 @dataclass(frozen=True)
@@ -688,6 +699,7 @@ class Gateway:
         api_key: str | None = None,
     ) -> str:
         trace_id = trace_id or new_id()
+        api_key = api_key or current_api_key.get()
         self.store.record_later(
             TraceRow(
                 id=trace_id,
@@ -721,12 +733,15 @@ class Gateway:
         fallbacks: bool = True,
     ) -> ChatStream:
         requested = request.model or self.settings.default_model
+        trace = trace or TraceInfo()
+        if trace.api_key is None and current_api_key.get() is not None:
+            trace = dataclasses.replace(trace, api_key=current_api_key.get())
         run = _Run(
             trace_id=new_id(),
             request=request,
             requested=requested,
             stream=stream,
-            trace=trace or TraceInfo(),
+            trace=trace,
             use_fallbacks=fallbacks,
         )
         run.guard.extend(run.trace.guard)

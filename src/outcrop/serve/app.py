@@ -37,7 +37,7 @@ from ..errors import (
     UnknownModelError,
     UserError,
 )
-from ..gateway import ChatStream, Gateway, TraceInfo
+from ..gateway import ChatStream, Gateway, TraceInfo, current_api_key
 from ..types import StreamEvent, Usage
 from .keys import ApiKey, authenticate
 from .limits import Denied, FairQueue, Limiter, QueueFull, QueueTimeout
@@ -830,9 +830,11 @@ def create_app(gateway: Gateway | None = None, config: ServeConfig | None = None
         queue = server.queue_for(resolved.id, resolved.provider.name)
         await server.enter(queue)
         t0 = time.perf_counter()
+        acting = current_api_key.set(key.id if key else None)  # budgets count its calls
         try:
             answer = await asyncio.to_thread(base.ask, body.question, model=model, k=body.k)
         finally:
+            current_api_key.reset(acting)
             base.close()
             if queue is not None:
                 queue.release(time.perf_counter() - t0)
@@ -876,9 +878,11 @@ def create_app(gateway: Gateway | None = None, config: ServeConfig | None = None
         queue = server.queue_for(resolved.id, resolved.provider.name)
         await server.enter(queue)
         t0 = time.perf_counter()
+        acting = current_api_key.set(key.id if key else None)  # budgets count its calls
         try:
             result = await asyncio.to_thread(agent.run, body.task)
         finally:
+            current_api_key.reset(acting)
             if queue is not None:
                 queue.release(time.perf_counter() - t0)
         return {
