@@ -489,3 +489,29 @@ def test_knowledge_base_answers_count_against_the_key_that_asked(store: Store, t
     asked = [row for row in store.recent(limit=20) if row.prompt_name == "kb:policies"]
     assert asked and asked[0].api_key == key.id
     assert store.key_usage(key.id, 0)[0] > 0
+
+
+def test_keys_cli_create_list_revoke_and_bad_input(capsys, store: Store) -> None:  # type: ignore[no-untyped-def]
+    import json as _json
+
+    from .helpers import run
+
+    code, out, err = run(capsys, "keys", "create", "app", "--model", "local:*", "--rpm", "30")
+    secret = out.strip()
+    assert code == 0 and secret.startswith("oc-") and "shown only now" in err
+    code, out, _ = run(capsys, "keys", "list", "--api", "--json")
+    listed = _json.loads(out)
+    assert listed[0]["name"] == "app" and listed[0]["limits"] == {"requests_per_minute": 30}
+    assert secret not in out  # never shown again
+    code, _, err = run(capsys, "keys", "create", "app")
+    assert code == 1 and "A key named 'app' exists already" in err
+    code, _, err = run(capsys, "keys", "create", "no spaces")
+    assert code == 1 and "not valid" in err
+    code, _, err = run(capsys, "keys", "create", "x", "--rpm", "0")
+    assert code == 2 and "rpm" in err
+    code, out, _ = run(capsys, "keys", "revoke", "app")
+    assert code == 0 and "Revoked" in out
+    code, _, err = run(capsys, "keys", "revoke", "app")
+    assert code == 1 and "No live API key named 'app'" in err
+    code, out, _ = run(capsys, "keys", "list", "--api")
+    assert "No API keys" in out
