@@ -258,6 +258,7 @@ class Store:
         self._flushing = 0  # readers waiting for the queue to be written
         self._closed = False
         self._writer: threading.Thread | None = None
+        self._listeners: list[Callable[[list[TraceRow]], None]] = []
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         try:
@@ -332,10 +333,28 @@ class Store:
         with self._tx() as db:
             db.execute(f"{verb} INTO traces ({columns}) VALUES ({marks})", data)
 
+    def subscribe(self, listener: Callable[[list[TraceRow]], None]) -> None:
+        """Call ``listener`` with every batch of rows once it is stored (OpenTelemetry
+        export, online evaluation). It runs on the writer thread, off the calls' path: keep
+        it short or hand the rows on; an exception it raises is logged, never propagated."""
+        self._listeners.append(listener)
+
+    def unsubscribe(self, listener: Callable[[list[TraceRow]], None]) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def _notify(self, rows: list[TraceRow]) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(rows)
+            except Exception:
+                log.exception("trace listener %r failed", listener)
+
     def record(self, row: TraceRow) -> None:
         """Add one call's row; an id already stored is an error."""
         self.flush()
         self._write(row, "INSERT")
+        self._notify([row])
 
     def record_later(self, row: TraceRow) -> None:
         """Add a row from the hot path: a writer thread stores queued rows in batches, one
@@ -383,6 +402,8 @@ class Store:
                             db.execute(f"INSERT INTO traces ({columns}) VALUES ({marks})", data)
                         except sqlite3.IntegrityError as exc:
                             log.warning("trace %s not stored: %s", data["id"], exc)
+                if self._listeners:
+                    self._notify(batch)
             except Exception:
                 log.exception("%d trace rows could not be written", len(batch))
             finally:
