@@ -13,14 +13,24 @@ import hashlib
 import json
 import re
 import secrets
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import InvalidRequestError, UserError
 from ..observe.store import Store
 
-__all__ = ["ApiKey", "KeyLimits", "authenticate", "create_key", "hash_key", "list_api_keys"]
+__all__ = [
+    "ApiKey",
+    "KeyCache",
+    "KeyLimits",
+    "authenticate",
+    "create_key",
+    "hash_key",
+    "list_api_keys",
+]
 
 PREFIX = "oc-"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -132,3 +142,55 @@ def authenticate(store: Store, secret: str) -> ApiKey | None:
     """The live key this secret belongs to, or None."""
     row = store.api_key_by_hash(hash_key(secret))
     return None if row is None else _from_row(row)
+
+
+class KeyCache:
+    """The server's view of its keys without a database read per request.
+
+    Whether any key exists, and which key a secret belongs to (or that it belongs to none),
+    are remembered for ``ttl`` seconds. A key added or revoked through this process's store
+    takes effect at once; one added or revoked by another process (``outcrop keys`` on the
+    command line, another replica) within ``ttl`` seconds.
+    """
+
+    def __init__(
+        self, store: Store, ttl: float = 1.0, clock: Callable[[], float] = time.monotonic
+    ):
+        self.store = store
+        self.ttl = ttl
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._generation = -1
+        self._expires = 0.0
+        self._any = False
+        self._known: dict[str, ApiKey | None] = {}
+
+    def _fresh(self) -> None:
+        """Start over when the keys changed here or the TTL ran out (call with the lock)."""
+        now = self._clock()
+        if self._generation != self.store.keys_generation or now >= self._expires:
+            self._generation = self.store.keys_generation
+            self._expires = now + self.ttl
+            self._any = bool(self.store.api_keys())
+            self._known.clear()
+
+    def required(self) -> bool:
+        """Whether any live key exists (then every endpoint but /health needs one)."""
+        with self._lock:
+            self._fresh()
+            return self._any
+
+    def lookup(self, secret: str) -> ApiKey | None:
+        digest = hash_key(secret)
+        with self._lock:
+            self._fresh()
+            if digest in self._known:
+                return self._known[digest]
+            generation = self._generation
+        key = authenticate(self.store, secret)
+        with self._lock:
+            if self._generation == generation:
+                if len(self._known) >= 4096:  # unknown secrets must not grow it without end
+                    self._known.clear()
+                self._known[digest] = key
+        return key
