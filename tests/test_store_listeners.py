@@ -12,7 +12,11 @@ from outcrop import Store, TraceRow
 
 def _row(i: int) -> TraceRow:
     return TraceRow(
-        id=f"t{i}", started_at=time.time(), requested_model="test", stream=False, status="ok",
+        id=f"t{i}",
+        started_at=time.time(),
+        requested_model="test",
+        stream=False,
+        status="ok",
         request={"messages": []},
     )
 
@@ -26,7 +30,12 @@ def test_listeners_get_every_row_once_after_it_is_stored(tmp_path: Path) -> None
     def listener(rows: list[TraceRow]) -> None:
         threads.add(threading.current_thread().name)
         seen.extend(r.id for r in rows)
-        readable.append(all(store._db.execute("SELECT 1 FROM traces WHERE id=?", (r.id,)).fetchone() for r in rows))
+        readable.append(
+            all(
+                store._db.execute("SELECT 1 FROM traces WHERE id=?", (r.id,)).fetchone()
+                for r in rows
+            )
+        )
 
     store.subscribe(listener)
     for i in range(50):

@@ -259,6 +259,9 @@ class Store:
         self._closed = False
         self._writer: threading.Thread | None = None
         self._listeners: list[Callable[[list[TraceRow]], None]] = []
+        # Bumped when this object adds or revokes an API key, so caches of keys in this
+        # process (the server's) see the change at once; other processes within their TTL.
+        self.keys_generation = 0
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         try:
@@ -718,6 +721,7 @@ class Store:
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (key_id, name, key_hash, prefix, scopes, limits, created_at),
             )
+        self.keys_generation += 1
 
     def api_keys(self, include_revoked: bool = False) -> list[dict[str, Any]]:
         where = "" if include_revoked else "WHERE revoked_at IS NULL"
@@ -740,7 +744,9 @@ class Store:
                 "UPDATE api_keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
                 (revoked_at, name),
             )
-            return cur.rowcount > 0
+            revoked = cur.rowcount > 0
+        self.keys_generation += 1
+        return revoked
 
     def key_usage(self, key_id: str, since: float) -> tuple[int, float, int]:
         """(tokens, cost in USD, calls) recorded for an API key since a time."""

@@ -18,6 +18,7 @@ import struct
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -39,7 +40,7 @@ from ..errors import (
 )
 from ..gateway import ChatStream, Gateway, TraceInfo, current_api_key
 from ..types import StreamEvent, Usage
-from .keys import ApiKey, authenticate
+from .keys import ApiKey, KeyCache
 from .limits import Denied, FairQueue, Limiter, QueueFull, QueueTimeout
 from .metrics import Metrics
 from .monitor import monitor_router
@@ -365,6 +366,7 @@ class _Server:
         self.gateway = gateway
         self.config = config
         self.limiter = Limiter(gateway.store)
+        self.keys = KeyCache(gateway.store)
         self.metrics = Metrics()
         self.queues: dict[str, FairQueue] = {}
         self.metrics.gauge(
@@ -390,8 +392,7 @@ class _Server:
         return queue
 
     async def caller(self, request: Request) -> ApiKey | None:
-        store = self.gateway.store
-        required = self.config.require_keys or bool(store.api_keys())
+        required = self.config.require_keys or self.keys.required()
         if not required:
             return None
         header = request.headers.get("authorization", "")
@@ -403,7 +404,7 @@ class _Server:
                 "with: outcrop keys create NAME).",
                 code="missing_api_key",
             )
-        key = authenticate(store, secret.strip())
+        key = self.keys.lookup(secret.strip())
         if key is None:
             raise ApiError(
                 401,
@@ -573,6 +574,11 @@ def create_app(gateway: Gateway | None = None, config: ServeConfig | None = None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Model calls run on worker threads; the loop's default pool (CPU count + 4 threads)
+        # would hold back concurrent requests to remote models and batched local slots.
+        workers = max(32, 4 * server.config.local_slots)
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="outcrop-call")
+        asyncio.get_running_loop().set_default_executor(pool)
         yield
         gw.close()  # in-flight requests have finished or been cancelled (and recorded)
 
