@@ -130,6 +130,8 @@ class _SettingsFile(BaseModel):
     agents: dict[str, dict[str, Any]] = Field(default_factory=dict)
     # Checked here against outcrop.guardrails.guard.GuardPolicy.
     guardrails: dict[str, Any] = Field(default_factory=dict)
+    # Online evaluation and alerts; checked here by outcrop.observe.online.parse_monitor.
+    monitor: dict[str, Any] = Field(default_factory=dict)
 
 
 @dataclass
@@ -143,6 +145,7 @@ class Settings:
     endpoints: dict[str, EndpointSettings] = field(default_factory=lambda: dict(BUILTIN_ENDPOINTS))
     path: Path | None = None
     guardrails: dict[str, Any] = field(default_factory=dict)  # [guardrails], checked
+    monitor: dict[str, Any] = field(default_factory=dict)  # [monitor], checked
 
 
 def find_config(start: Path | None = None) -> Path | None:
@@ -259,6 +262,10 @@ def _read(path: Path) -> Settings:
         except InvalidRequestError as exc:
             loc = ["guardrails", *(exc.field or "").split(".")]
             raise ConfigError(str(exc), path=path, line=toml_line(text, loc)) from None
+    if parsed.monitor:
+        from .observe.online import parse_monitor
+
+        parse_monitor(parsed.monitor, path=path, text=text)
     return Settings(
         default_model=parsed.default_model,
         fallbacks=list(parsed.fallbacks),
@@ -267,6 +274,7 @@ def _read(path: Path) -> Settings:
         endpoints=_merge_endpoints(parsed),
         path=path,
         guardrails=dict(parsed.guardrails),
+        monitor=dict(parsed.monitor),
     )
 
 

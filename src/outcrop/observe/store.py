@@ -182,6 +182,47 @@ def _m008_feedback(db: sqlite3.Connection) -> None:
     )
 
 
+def _m009_online_eval(db: sqlite3.Connection) -> None:
+    # Live traffic scored by online evaluation (outcrop.observe.online), and the alerts its
+    # rules raise. Plain SQL: the same statements run on PostgreSQL.
+    db.execute(
+        """
+        CREATE TABLE online_scores (
+            trace_id TEXT NOT NULL,
+            metric TEXT NOT NULL,
+            score REAL,
+            reason TEXT,
+            scored_at REAL NOT NULL,
+            model TEXT,
+            prompt_name TEXT,
+            prompt_version INTEGER,
+            api_key TEXT,
+            PRIMARY KEY (trace_id, metric)
+        )
+        """
+    )
+    db.execute("CREATE INDEX online_scores_metric ON online_scores(metric, scored_at)")
+    db.execute("CREATE INDEX online_scores_time ON online_scores(scored_at)")
+    db.execute(
+        """
+        CREATE TABLE alerts (
+            id TEXT PRIMARY KEY,
+            rule TEXT NOT NULL,
+            metric TEXT NOT NULL,
+            opened_at REAL NOT NULL,
+            closed_at REAL,
+            value REAL,
+            threshold REAL NOT NULL,
+            detail TEXT NOT NULL DEFAULT '',
+            closed_value REAL
+        )
+        """
+    )
+    # At most one open alert per rule, across every replica writing to this database.
+    db.execute("CREATE UNIQUE INDEX alerts_open ON alerts(rule) WHERE closed_at IS NULL")
+    db.execute("CREATE INDEX alerts_opened ON alerts(opened_at)")
+
+
 # Named and ordered; each applied once and recorded in _migrations.
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("001_traces", _m001_traces),
@@ -192,6 +233,7 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("006_api_keys", _m006_api_keys),
     ("007_guardrails", _m007_guardrails),
     ("008_feedback", _m008_feedback),
+    ("009_online_eval", _m009_online_eval),
 ]
 
 
@@ -816,3 +858,134 @@ class Store:
         sql += " ORDER BY started_at"
         with self._lock:
             return [dict(r) for r in self._db.execute(sql, args)]
+
+    # -- online evaluation and alerts -------------------------------------------
+
+    def add_online_scores(self, rows: list[dict[str, Any]]) -> int:
+        """Store scores of live calls (keys: trace_id, metric, score, reason, scored_at, model,
+        prompt_name, prompt_version, api_key); a call already scored on a metric keeps its
+        first score. Returns how many were new."""
+        added = 0
+        with self._tx() as db:
+            for row in rows:
+                cur = db.execute(
+                    "INSERT INTO online_scores (trace_id, metric, score, reason, scored_at, model, "
+                    "prompt_name, prompt_version, api_key) VALUES (:trace_id, :metric, :score, "
+                    ":reason, :scored_at, :model, :prompt_name, :prompt_version, :api_key) "
+                    "ON CONFLICT (trace_id, metric) DO NOTHING",
+                    row,
+                )
+                added += max(cur.rowcount, 0)
+        return added
+
+    def online_scores(
+        self,
+        since: float,
+        until: float,
+        *,
+        model: str | None = None,
+        prompt: str | None = None,
+        api_key: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Scores given from ``since`` up to ``until``, oldest first."""
+        sql = (
+            "SELECT trace_id, metric, score, reason, scored_at, model, prompt_name, "
+            "prompt_version FROM online_scores WHERE scored_at >= ? AND scored_at < ?"
+        )
+        args: list[Any] = [since, until]
+        if model:
+            sql += " AND model = ?"
+            args.append(model)
+        if prompt:
+            name, _, version = prompt.partition("@")
+            sql += " AND prompt_name = ?"
+            args.append(name)
+            if version.isdigit():
+                sql += " AND prompt_version = ?"
+                args.append(int(version))
+        if api_key:
+            sql += " AND api_key = ?"
+            args.append(api_key)
+        sql += " ORDER BY scored_at, trace_id"
+        with self._lock:
+            return [dict(r) for r in self._db.execute(sql, args)]
+
+    def online_window(
+        self, metric: str, *, last: int | None = None, since: float | None = None
+    ) -> list[float]:
+        """A metric's latest scores, newest first (unscored calls left out): the last ``last``
+        of them, or those given since ``since``."""
+        sql = "SELECT score FROM online_scores WHERE metric = ? AND score IS NOT NULL"
+        args: list[Any] = [metric]
+        if since is not None:
+            sql += " AND scored_at >= ?"
+            args.append(since)
+        sql += " ORDER BY scored_at DESC, trace_id DESC"
+        if last is not None:
+            sql += " LIMIT ?"
+            args.append(last)
+        with self._lock:
+            return [float(r[0]) for r in self._db.execute(sql, args)]
+
+    def open_alert(
+        self,
+        *,
+        alert_id: str,
+        rule: str,
+        metric: str,
+        opened_at: float,
+        value: float,
+        threshold: float,
+        detail: str,
+    ) -> dict[str, Any] | None:
+        """Open an alert for ``rule`` unless one is open already (raised here or by another
+        replica); returns it, or None when one was open."""
+        try:
+            with self._tx() as db:
+                if db.execute(
+                    "SELECT 1 FROM alerts WHERE rule = ? AND closed_at IS NULL", (rule,)
+                ).fetchone():
+                    return None
+                db.execute(
+                    "INSERT INTO alerts (id, rule, metric, opened_at, value, threshold, detail) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (alert_id, rule, metric, opened_at, value, threshold, detail),
+                )
+        except sqlite3.IntegrityError:  # another writer opened it first
+            return None
+        return {
+            "id": alert_id,
+            "rule": rule,
+            "metric": metric,
+            "opened_at": opened_at,
+            "closed_at": None,
+            "value": value,
+            "threshold": threshold,
+            "detail": detail,
+            "closed_value": None,
+        }
+
+    def close_alert(self, rule: str, *, closed_at: float, value: float) -> dict[str, Any] | None:
+        """Close the open alert of ``rule``; returns it, closed, or None when none was open."""
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT * FROM alerts WHERE rule = ? AND closed_at IS NULL", (rule,)
+            ).fetchone()
+            if row is None:
+                return None
+            db.execute(
+                "UPDATE alerts SET closed_at = ?, closed_value = ? WHERE id = ?",
+                (closed_at, value, row["id"]),
+            )
+        return {**dict(row), "closed_at": closed_at, "closed_value": value}
+
+    def alerts(self, *, open_only: bool = False, limit: int = 100) -> list[dict[str, Any]]:
+        """Alerts, newest first; ``open_only`` for those not closed yet."""
+        where = " WHERE closed_at IS NULL" if open_only else ""
+        with self._lock:
+            return [
+                dict(r)
+                for r in self._db.execute(
+                    f"SELECT * FROM alerts{where} ORDER BY opened_at DESC, id LIMIT ?", (limit,)
+                )
+            ]
