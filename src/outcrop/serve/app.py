@@ -515,6 +515,11 @@ class _Puller:
 def _check_text(body: BaseModel) -> None:
     """Refuse strings that are not Unicode: a lone surrogate, which JSON can carry as an escape
     such as "\\ud800", cannot be encoded, stored or sent to a model."""
+    try:
+        body.model_dump_json(by_alias=True)  # fast, and fails on such a string
+        return
+    except ValueError:
+        pass  # find where, for the message
     where = _not_unicode(body.model_dump(by_alias=True), "")
     if where is not None:
         raise ApiError(
@@ -670,8 +675,6 @@ def create_app(gateway: Gateway | None = None, config: ServeConfig | None = None
     app.add_middleware(_BodyLimit, limit=server.config.max_body_bytes)
 
     caller = Depends(server.caller)
-    app.include_router(monitor_router(gw, server.caller, ApiError), responses=_ERRORS)
-    app.include_router(ui_router)  # the playground, monitor and trace pages (/ui)
 
     @app.get("/health", tags=["server"], response_model=Health)
     async def health() -> dict[str, Any]:
@@ -911,6 +914,11 @@ def create_app(gateway: Gateway | None = None, config: ServeConfig | None = None
             },
             "cost_usd": result.cost_usd,
         }
+
+    # The routers of the monitoring API and the pages go last: requests are matched against
+    # routes in order, and the OpenAI-compatible routes above carry the traffic.
+    app.include_router(monitor_router(gw, server.caller, ApiError), responses=_ERRORS)
+    app.include_router(ui_router)  # the playground, monitor and trace pages (/ui)
 
     return app
 
