@@ -515,3 +515,105 @@ def test_keys_cli_create_list_revoke_and_bad_input(capsys, store: Store) -> None
     assert code == 1 and "No live API key named 'app'" in err
     code, out, _ = run(capsys, "keys", "list", "--api")
     assert "No API keys" in out
+
+
+class _Priced(FunctionModel):
+    """A function model with a price: a micro-dollar per output token."""
+
+    def cost(self, model: str, usage: object) -> float | None:
+        return getattr(usage, "output_tokens", 0) * 1e-6
+
+
+def test_metrics_count_model_calls_by_model_prompt_version_and_key(store: Store) -> None:
+    from outcrop.errors import ProviderError
+    from outcrop.gateway import TraceInfo
+
+    gw = Gateway(
+        settings=Settings(default_model="fn:echo"),
+        store=store,
+        providers={
+            "fn": _Priced(lambda r: "one two three"),
+            "down": TestModel([ProviderError("upstream broke", status_code=500)] * 3),
+        },
+        sleep=lambda s: None,
+    )
+    key, secret = create_key(store, "mobile-app")
+    agents = {"helper": {"model": "fn:echo", "tools": ["calculator"]}}
+    server = LiveServer(create_app(gw, ServeConfig(agents=agents))).start()
+    try:
+        oc = client(server, secret)
+        oc.chat.completions.create(model="fn:echo", messages=[{"role": "user", "content": "a"}])
+        streamed = oc.chat.completions.create(
+            model="fn:echo", messages=[{"role": "user", "content": "b"}], stream=True
+        )
+        assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
+        with pytest.raises(openai.APIStatusError):
+            oc.chat.completions.create(model="down:x", messages=[{"role": "user", "content": "c"}])
+        # An agent run the server makes: its step counts, the run (its sum) does not.
+        run = httpx.post(
+            server.url + "/v1/agents/helper/runs",
+            json={"task": "Say three words"},
+            headers={"Authorization": f"Bearer {secret}"},
+        )
+        assert run.status_code == 200 and run.json()["status"] == "done"
+        # A call with a prompt version, made in the server's process for the same key.
+        gw.chat(
+            "Hello there",
+            trace=TraceInfo(prompt_name="support", prompt_version=3, api_key=key.id),
+        )
+        scrape = httpx.get(server.url + "/metrics", headers={"Authorization": f"Bearer {secret}"})
+    finally:
+        server.stop()
+    assert scrape.status_code == 200
+    text = scrape.text
+    plain = 'model="fn:echo",prompt="",prompt_version="",key="mobile-app"'
+    versioned = 'model="fn:echo",prompt="support",prompt_version="3",key="mobile-app"'
+    down = 'model="down:x",prompt="",prompt_version="",key="mobile-app"'
+    assert f'outcrop_model_calls_total{{{plain},status="ok"}} 3' in text  # chat, stream, step
+    assert f'outcrop_model_calls_total{{{versioned},status="ok"}} 1' in text
+    assert f'outcrop_model_calls_total{{{down},status="error"}} 1' in text
+    assert f'outcrop_model_errors_total{{{down},error="ProviderError"}} 1' in text
+    assert f'outcrop_tokens_total{{{plain},direction="output"}} 9' in text
+    assert f'outcrop_tokens_total{{{versioned},direction="input"}} 2' in text
+    assert f'outcrop_tokens_total{{{versioned},direction="output"}} 3' in text
+    assert f"outcrop_cost_usd_total{{{plain}}} 9e-06" in text
+    assert f"outcrop_model_latency_seconds_count{{{plain}}} 3" in text
+    assert f'outcrop_model_latency_seconds_bucket{{{plain},le="+Inf"}} 3' in text
+    assert f"outcrop_model_ttft_seconds_count{{{versioned}}} 1" in text
+    assert "# TYPE outcrop_model_latency_seconds histogram" in text
+    assert 'outcrop_requests_total{route="/v1/chat/completions",status="200"} 2' in text
+    assert secret not in text and key.id not in text
+
+
+def test_metric_labels_are_bounded() -> None:
+    from outcrop.observe.store import TraceRow
+    from outcrop.serve.metrics import Metrics
+
+    metrics = Metrics()
+    metrics.max_values = 2
+    metrics.max_series = 3
+
+    def row(model: str, prompt: str | None = None) -> TraceRow:
+        return TraceRow(
+            id=model + str(prompt),
+            started_at=time.time(),
+            requested_model=model,
+            model=model,
+            stream=False,
+            status="ok",
+            request={},
+            prompt_name=prompt,
+            latency_ms=10.0,
+        )
+
+    metrics.observe([row("m1"), row("m2"), row("m3"), row("m4")])
+    text = metrics.render()
+    m1 = 'model="m1",prompt="",prompt_version="",key=""'
+    assert f'outcrop_model_calls_total{{{m1},status="ok"}} 1' in text
+    assert 'model="other",prompt="",prompt_version="",key="",status="ok"} 2' in text
+    assert "m3" not in text and "m4" not in text
+    # A full metric counts a new label set under "other" in every bounded label.
+    metrics.observe([row("m1", "p1")])
+    text = metrics.render()
+    assert 'outcrop_model_calls_total{model="m1",prompt="p1"' not in text
+    assert 'model="other",prompt="other",prompt_version="other",key="other",status="ok"} 1' in text

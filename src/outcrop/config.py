@@ -32,6 +32,7 @@ import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ConfigError, InvalidRequestError
+from .observe.otel import TelemetrySettings
 
 __all__ = [
     "CONFIG_FILENAME",
@@ -126,6 +127,7 @@ class _SettingsFile(BaseModel):
     aliases: dict[str, str] = Field(default_factory=dict)
     retry: RetrySettings = Field(default_factory=RetrySettings)
     endpoints: dict[str, EndpointSettings] = Field(default_factory=dict)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)  # OTLP export
     # Read by `outcrop serve` (outcrop.serve.config), which checks each table.
     agents: dict[str, dict[str, Any]] = Field(default_factory=dict)
     # Checked here against outcrop.guardrails.guard.GuardPolicy.
@@ -144,6 +146,7 @@ class Settings:
     retry: RetrySettings = field(default_factory=RetrySettings)
     endpoints: dict[str, EndpointSettings] = field(default_factory=lambda: dict(BUILTIN_ENDPOINTS))
     path: Path | None = None
+    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)  # [telemetry]
     guardrails: dict[str, Any] = field(default_factory=dict)  # [guardrails], checked
     monitor: dict[str, Any] = field(default_factory=dict)  # [monitor], checked
 
@@ -244,6 +247,8 @@ def _read(path: Path) -> Settings:
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             known = ", ".join(sorted(_SettingsFile.model_fields))
+            if loc[0] == "telemetry":
+                known = ", ".join(sorted(TelemetrySettings.model_fields))
             msg = f"unknown setting (known settings: {known})"
         raise ConfigError(f"{'.'.join(loc)}: {msg}", path=path, line=line) from None
     for name in parsed.endpoints:
@@ -273,6 +278,7 @@ def _read(path: Path) -> Settings:
         retry=parsed.retry,
         endpoints=_merge_endpoints(parsed),
         path=path,
+        telemetry=parsed.telemetry,
         guardrails=dict(parsed.guardrails),
         monitor=dict(parsed.monitor),
     )

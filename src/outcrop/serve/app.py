@@ -39,6 +39,7 @@ from ..errors import (
     UserError,
 )
 from ..gateway import ChatStream, Gateway, TraceInfo, current_api_key
+from ..observe.otel import install_telemetry, telemetry_config
 from ..types import StreamEvent, Usage
 from .keys import ApiKey, KeyCache
 from .limits import Denied, FairQueue, Limiter, QueueFull, QueueTimeout
@@ -368,6 +369,7 @@ class _Server:
         self.limiter = Limiter(gateway.store)
         self.keys = KeyCache(gateway.store)
         self.metrics = Metrics()
+        self.metrics.follow(gateway.store)  # every traced call, by model, prompt and key
         self.queues: dict[str, FairQueue] = {}
         self.metrics.gauge(
             "outcrop_queue_waiting",
@@ -440,7 +442,6 @@ class _Server:
             ) from None
 
     def spent(self, key: ApiKey | None, model: str, usage: Usage) -> None:
-        self.metrics.used(model, usage.input_tokens, usage.output_tokens)
         if key is not None:
             self.limiter.spent(key, usage.input_tokens + usage.output_tokens)
 
@@ -576,15 +577,19 @@ def create_app(gateway: Gateway | None = None, config: ServeConfig | None = None
     """The ASGI app. ``gateway`` defaults to one built from outcrop.toml."""
     gw = gateway if gateway is not None else Gateway()
     server = _Server(gw, config or ServeConfig())
+    otel = telemetry_config(gw.settings)  # [telemetry] or OTEL_* variables; None when off
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        telemetry = install_telemetry(gw, otel) if otel is not None else None
         # Model calls run on worker threads; the loop's default pool (CPU count + 4 threads)
         # would hold back concurrent requests to remote models and batched local slots.
         workers = max(32, 4 * server.config.local_slots)
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="outcrop-call")
         asyncio.get_running_loop().set_default_executor(pool)
         yield
+        if telemetry is not None:
+            await asyncio.to_thread(telemetry.shutdown)  # sends the spans left
         gw.close()  # in-flight requests have finished or been cancelled (and recorded)
 
     app = FastAPI(
@@ -684,7 +689,8 @@ def create_app(gateway: Gateway | None = None, config: ServeConfig | None = None
     @app.get("/metrics", tags=["server"], response_class=PlainTextResponse, responses=_JSON_ERRORS)
     async def metrics(key: ApiKey | None = caller) -> PlainTextResponse:
         """Prometheus metrics: requests, latency, tokens, refusals, queue depth."""
-        return PlainTextResponse(server.metrics.render(), media_type="text/plain; version=0.0.4")
+        text = await asyncio.to_thread(server.metrics.render)  # waits for queued traces
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     @app.get("/v1/models", tags=["openai"], responses=_ERRORS, response_model=ModelList)
     async def models(key: ApiKey | None = caller) -> dict[str, Any]:
