@@ -22,6 +22,8 @@ def outcrop_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("OUTCROP_HOME", str(home))
     monkeypatch.delenv("OUTCROP_MODEL", raising=False)
     monkeypatch.delenv("OUTCROP_RAISE_ERRORS", raising=False)
+    monkeypatch.delenv("OUTCROP_DATABASE_URL", raising=False)
+    monkeypatch.delenv("OUTCROP_REDIS_URL", raising=False)
     monkeypatch.chdir(work)
     return home
 
@@ -31,6 +33,46 @@ def store(outcrop_home: Path) -> Iterator[Store]:
     s = Store(outcrop_home / "outcrop.db")
     yield s
     s.close()
+
+
+# The PostgreSQL the storage tests run against (this machine's and CI's); each test gets
+# a fresh schema in it, dropped afterwards.
+POSTGRES_URL = os.environ.get(
+    "OUTCROP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A URL whose search_path is a new, empty schema on the test PostgreSQL."""
+    import uuid
+
+    import psycopg
+
+    try:
+        admin = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        reason = f"PostgreSQL at {POSTGRES_URL} is unreachable ({str(exc).strip()})"
+        if os.environ.get("OUTCROP_TEST_POSTGRES_REQUIRED") == "1":
+            pytest.fail(reason)
+        pytest.skip(f"{reason}; start it or set OUTCROP_TEST_POSTGRES_URL")
+    schema = f"test_{uuid.uuid4().hex[:16]}"
+    admin.execute(f"CREATE SCHEMA {schema}")
+    try:
+        sep = "&" if "?" in POSTGRES_URL else "?"
+        yield f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a store under test lives: a SQLite file, then a PostgreSQL schema."""
+    if request.param == "sqlite":
+        return str(tmp_path / "store.db")
+    url: str = request.getfixturevalue("postgres_url")
+    return url
 
 
 @pytest.fixture

@@ -1,13 +1,25 @@
+"""The store's contract, run on each engine: a SQLite file and a PostgreSQL schema."""
+
+from __future__ import annotations
+
+import logging
 import sqlite3
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from outcrop import Store, TraceRow
-from outcrop.observe.store import MIGRATIONS
+from outcrop.errors import UserError
+from outcrop.observe.store import MIGRATIONS, StoreError
 
 
-def _row(i: int, **kw) -> TraceRow:
-    data = dict(
+def _row(i: int, **kw: Any) -> TraceRow:
+    data: dict[str, Any] = dict(
         id=f"{i:04d}abc",
         started_at=time.time() + i,
         requested_model="test",
@@ -22,63 +34,149 @@ def _row(i: int, **kw) -> TraceRow:
     return TraceRow(**data)
 
 
-def test_migrations_apply_once_and_are_recorded(tmp_path: Path):
-    path = tmp_path / "x.db"
-    first = Store(path)
-    assert first.migrations() == [name for name, _ in MIGRATIONS]
+@pytest.fixture
+def any_store(store_url: str) -> Iterator[Store]:
+    s = Store(store_url)
+    yield s
+    s.close()
+
+
+def test_migrations_apply_once_and_are_recorded(store_url: str) -> None:
+    first = Store(store_url)
+    assert first.migrations() == [m.name for m in MIGRATIONS]
+    assert first.migrate() == []
     first.close()
-    again = Store(path)
+    again = Store(store_url)
     assert again.migrate() == []
+    assert {s["status"] for s in again.migration_status()} == {"applied"}
     again.close()
 
 
-def test_wal_mode(store: Store):
+def test_migration_status_without_migrating(store_url: str) -> None:
+    fresh = Store(store_url, migrate=False)
+    status = fresh.migration_status()
+    assert [s["name"] for s in status] == [m.name for m in MIGRATIONS]
+    assert {s["status"] for s in status} == {"pending"}
+    assert fresh.migrate() == [m.name for m in MIGRATIONS]
+    status = fresh.migration_status()
+    assert all(s["status"] == "applied" and s["applied_at"] for s in status)
+    # A migration a newer outcrop applied is listed, not dropped.
+    with fresh._tx() as tx:
+        tx.execute("INSERT INTO _migrations (name) VALUES (?)", ("999_from_the_future",))
+    assert fresh.migration_status()[-1]["status"] == "unknown"
+    fresh.close()
+
+
+def test_wal_mode(store: Store) -> None:
+    assert store.path is not None
     db = sqlite3.connect(store.path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     db.close()
 
 
-def test_record_list_get(store: Store):
+def test_record_list_get(any_store: Store) -> None:
+    store = any_store
     for i in range(3):
         store.record(_row(i))
     rows = store.recent(limit=2)
     assert [r.id for r in rows] == ["0002abc", "0001abc"]
     assert store.get("0001") == rows[1]
-    assert store.get("0001abc").output_tokens == 1
+    assert store.get("0001abc").output_tokens == 1  # type: ignore[union-attr]
     assert store.get("00") is None  # ambiguous prefix
     assert store.get("%") is None  # LIKE wildcards are literal
+    assert store.get("____") is None
     assert store.count() == 3
+    assert [r.id for r in store.recent(status="ok", kind="chat", model="test")] == [
+        "0002abc",
+        "0001abc",
+        "0000abc",
+    ]
 
 
-def test_usage_totals(store: Store):
+def test_rows_read_back_as_written(any_store: Store) -> None:
+    row = _row(
+        7,
+        stream=True,
+        usage_estimated=True,
+        request={"messages": [{"role": "user", "content": "héllo ✓"}], "temperature": 0.7},
+        attempts=[{"model": "test", "error": None}],
+        guardrails=[{"check": "pii", "action": "mask"}],
+        response="réponse",
+        latency_ms=12.5,
+        cost_usd=0.001,
+        prompt_name="support",
+        prompt_version=3,
+        api_key="k1",
+        parent_id="p1",
+        kind="chain",
+    )
+    any_store.record(row)
+    assert any_store.get(row.id) == row
+    assert any_store.children("p1") == [row]
+
+
+def test_nul_characters_do_not_lose_the_row(any_store: Store) -> None:
+    row = _row(1, response="a\x00b", request={"messages": [{"content": "x\x00y \\u0000"}]})
+    any_store.record(row)
+    got = any_store.get(row.id)
+    assert got is not None
+    if any_store.dialect == "sqlite":
+        assert got == row
+    else:  # PostgreSQL text cannot hold NUL: U+FFFD stands in for it
+        assert got.response == "a\ufffdb"
+        assert got.request == {"messages": [{"content": "x\ufffdy \\u0000"}]}
+
+
+def test_usage_totals(any_store: Store) -> None:
+    store = any_store
     store.record(_row(1, cost_usd=0.5))
     store.record(_row(2, cost_usd=0.25, status="error"))
     store.record(_row(3, model="other"))
-    totals = {u.model: u for u in store.usage()}
+    store.record(_row(4, started_at=time.time() - 10 * 86400))
+    totals = {u.model: u for u in store.usage(days=2)}
     assert totals["test"].calls == 2
     assert totals["test"].output_tokens == 3
     assert totals["test"].cost_usd == 0.75
     assert totals["test"].errors == 1
     assert totals["other"].calls == 1
+    assert totals["test"].day == time.strftime("%Y-%m-%d", time.gmtime())
+    assert sum(u.calls for u in store.usage()) == 4
 
 
-def test_a_failed_write_keeps_what_was_stored(store: Store):
+def test_a_failed_write_keeps_what_was_stored(any_store: Store) -> None:
+    store = any_store
     store.record(_row(1))
-    try:
+    with pytest.raises(StoreError, match="already stored"):
         store.record(_row(1))  # duplicate id
-    except sqlite3.IntegrityError:
-        pass
-    else:  # pragma: no cover
-        raise AssertionError("duplicate id was accepted")
     assert store.count() == 1
     store.record(_row(2))
     assert store.count() == 2
+    store.replace(_row(2, status="error", output_tokens=99))
+    assert store.get("0002abc").output_tokens == 99  # type: ignore[union-attr]
+    assert store.count() == 2
 
 
-def test_queued_rows_are_read_back_and_written_at_exit(store: Store, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    import subprocess
-    import sys
+def test_a_bad_row_in_a_batch_costs_only_itself(
+    any_store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = any_store
+    store.record(_row(5))
+    with caplog.at_level(logging.WARNING, logger="outcrop.store"):
+        for i in range(10):
+            store.record_later(_row(i))  # 5 is stored already
+        store.record_later(_row(50, request={"bad": object()}))  # not JSON
+        store.record_later(_row(51, input_tokens=2**64))  # the database refuses it
+        store.record_later(_row(52))
+        store.flush()
+    assert store.count() == 11  # the batch's other rows, each once
+    assert store.get("0052abc") is not None
+    assert "trace 0050abc could not be written" in caplog.text
+    assert "trace 0051abc could not be written" in caplog.text
+    assert "1 trace row(s) not stored: a row with the same id" in caplog.text
 
+
+def test_queued_rows_are_read_back_and_written_at_exit(any_store: Store, store_url: str) -> None:
+    store = any_store
     for i in range(200):
         store.record_later(_row(1000 + i))
     assert store.count() == 200  # a read waits for the queue
@@ -92,8 +190,113 @@ def test_queued_rows_are_read_back_and_written_at_exit(store: Store, tmp_path) -
         "for _ in range(300):\n"
         "    gw.chat('hi')\n"
     )
-    path = tmp_path / "exit.db"
-    subprocess.run([sys.executable, "-c", script, str(path)], check=True)
-    other = Store(path)
-    assert other.count() == 300  # nothing queued was lost when the process ended
-    other.close()
+    subprocess.run([sys.executable, "-c", script, store_url], check=True)
+    assert store.count() == 500  # nothing queued was lost when the process ended
+
+
+def test_prompt_versions_and_labels(any_store: Store) -> None:
+    store = any_store
+    add = dict(source=None, path=None, author="ada", note=None, created_at=time.time())
+    assert store.add_prompt_version(name="p", content_hash="h1", content="one", **add) == (1, True)
+    assert store.add_prompt_version(name="p", content_hash="h2", content="two", **add) == (2, True)
+    assert store.add_prompt_version(name="p", content_hash="h1", content="one", **add) == (1, False)
+    assert store.add_prompt_version(name="q", content_hash="h1", content="one", **add) == (1, True)
+    assert store.prompt_names() == ["p", "q"]
+    versions = store.prompt_versions("p")
+    assert [(v["version"], v["content"], v["author"]) for v in versions] == [
+        (1, "one", "ada"),
+        (2, "two", "ada"),
+    ]
+    assert store.move_prompt_label("p", "prod", 1, 100.0) is None
+    assert store.move_prompt_label("p", "prod", 2, 100.0) == 1  # same time: order by insertion
+    assert store.move_prompt_label("p", "prod", 1, 101.0, kind="rollback") == 2
+    assert store.prompt_labels("p") == {"prod": 1}
+    moves = store.prompt_label_moves("p", "prod")
+    assert [(m["version"], m["previous"], m["kind"]) for m in moves] == [
+        (1, 2, "rollback"),
+        (2, 1, "promote"),
+        (1, None, "promote"),
+    ]
+
+
+def test_eval_runs_results_and_cache(any_store: Store) -> None:
+    store = any_store
+    store.add_eval_run(
+        run_id="run1abc", suite="s", suite_hash="h", suite_json="{}", total=2, created_at=1.0
+    )
+    store.add_eval_run(
+        run_id="run2abc", suite="s", suite_hash="h", suite_json="{}", total=2, created_at=1.0
+    )
+    store.add_eval_result("run1abc", "p", "m", "1", 0, '{"score": 1}')
+    store.add_eval_result("run1abc", "p", "m", "2", 0, '{"score": 0}')
+    store.add_eval_result("run1abc", "p", "m", "2", 0, '{"score": 0.5}')  # written over
+    store.set_eval_run_status("run1abc", "done", 2.0)
+    runs = store.eval_runs(suite="s")
+    assert [(r["id"], r["done"]) for r in runs] == [("run2abc", 0), ("run1abc", 2)]
+    run = store.eval_run("run1")
+    assert run is not None and run["status"] == "done" and run["finished_at"] == 2.0
+    with pytest.raises(UserError, match="more than one run"):
+        store.eval_run("run")
+    assert store.eval_run("nope") is None
+    assert [r["data"] for r in store.eval_results("run1abc")] == ['{"score": 1}', '{"score": 0.5}']
+    assert store.cache_get("k") is None
+    store.cache_put("k", "v1")
+    store.cache_put("k", "v2")
+    assert store.cache_get("k") == "v2"
+
+
+def test_api_keys_and_their_usage(any_store: Store) -> None:
+    store = any_store
+    store.add_api_key(
+        key_id="k1", name="app", key_hash="hash1", prefix="oc-ab", scopes="{}", limits="{}",
+        created_at=1.0,
+    )
+    with pytest.raises(store._engine.integrity_errors):
+        store.add_api_key(
+            key_id="k2", name="app", key_hash="hash2", prefix="oc-cd", scopes="{}",
+            limits="{}", created_at=2.0,
+        )
+    assert [k["name"] for k in store.api_keys()] == ["app"]
+    assert store.api_key_by_hash("hash1")["id"] == "k1"  # type: ignore[index]
+    store.record(_row(1, api_key="k1", cost_usd=0.5))
+    store.record_later(_row(2, api_key="k1"))
+    store.record(_row(3, api_key="other"))
+    assert store.key_usage("k1", 0) == (23, 0.5, 2)
+    assert store.key_usage("k1", time.time() + 100) == (0, 0.0, 0)
+    assert store.revoke_api_key("app", 3.0) is True
+    assert store.revoke_api_key("app", 4.0) is False
+    assert store.api_key_by_hash("hash1") is None
+    assert store.api_keys() == []
+    assert store.api_keys(include_revoked=True)[0]["revoked_at"] == 3.0
+
+
+def test_feedback_and_calls_since(any_store: Store) -> None:
+    store = any_store
+    now = time.time()
+    store.record_later(_row(1, started_at=now, prompt_name="p", prompt_version=2, api_key="k"))
+    store.record_later(_row(2, started_at=now + 1, kind="chain"))
+    store.record_later(_row(3, started_at=now + 2, model="other"))
+    store.set_feedback("0001abc", "up", "")  # the trace it names is still queued
+    store.set_feedback("0001abc", "down", "wrong city")
+    assert store.feedback(["0001abc", "0003abc"]) == {
+        "0001abc": {"rating": "down", "comment": "wrong city"}
+    }
+    assert store.feedback([]) == {}
+    calls = store.calls_since(now - 1)
+    assert [c["model"] for c in calls] == ["test", "other"]  # a chain is not a call
+    assert len(store.calls_since(now - 1, prompt="p@2", api_key="k")) == 1
+    assert store.calls_since(now - 1, prompt="p@3") == []
+    assert len(store.calls_since(now - 1, model="other")) == 1
+
+
+def test_a_bad_location_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="unknown database scheme 'mysql://'.*postgresql://"):
+        Store("mysql://root@localhost/outcrop")
+    with pytest.raises(StoreError, match="sqlite:// needs a file path"):
+        Store("sqlite://")
+    damaged = tmp_path / "damaged.db"
+    damaged.write_bytes(b"not a database" * 100)
+    with pytest.raises(StoreError, match="not a usable outcrop database.*Move it aside"):
+        Store(damaged)
+    assert damaged.read_bytes() == b"not a database" * 100  # left as it was
+    assert Store(f"sqlite:///{tmp_path}/by-url.db").path == tmp_path / "by-url.db"

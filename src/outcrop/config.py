@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError, InvalidRequestError
 from .observe.otel import TelemetrySettings
@@ -39,6 +39,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "RetrySettings",
     "Settings",
+    "StorageSettings",
     "find_config",
     "home",
     "load_settings",
@@ -119,6 +120,44 @@ BUILTIN_ENDPOINTS: dict[str, EndpointSettings] = {
 _ENDPOINT_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
 
+class StorageSettings(BaseModel):
+    """Where outcrop keeps traces, the ledger, prompt versions, eval runs and API keys:
+    ``[storage]`` in outcrop.toml; ``OUTCROP_DATABASE_URL``/``OUTCROP_REDIS_URL`` override it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    database_url: str | None = Field(
+        default=None,
+        description=(
+            "postgresql://USER@HOST:5432/DATABASE, sqlite:///PATH or a file path "
+            "(default: outcrop.db in outcrop's home)."
+        ),
+    )
+    redis_url: str | None = Field(
+        default=None, description="redis://HOST:6379/0: rate limits shared by server replicas."
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str | None) -> str | None:
+        from .observe.engines import check_database_url
+
+        return None if value is None else check_database_url(value)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value is not None and value.partition("://")[0].lower() not in _REDIS_SCHEMES:
+            raise ValueError(
+                f"{value.partition('://')[0] + '://'!r} is not a Redis URL (accepted: "
+                "redis://, rediss://, unix://), e.g. redis://127.0.0.1:6379/0"
+            )
+        return value
+
+
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
 class _SettingsFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -132,6 +171,7 @@ class _SettingsFile(BaseModel):
     agents: dict[str, dict[str, Any]] = Field(default_factory=dict)
     # Checked here against outcrop.guardrails.guard.GuardPolicy.
     guardrails: dict[str, Any] = Field(default_factory=dict)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
     # Online evaluation and alerts; checked here by outcrop.observe.online.parse_monitor.
     monitor: dict[str, Any] = Field(default_factory=dict)
 
@@ -148,6 +188,7 @@ class Settings:
     path: Path | None = None
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)  # [telemetry]
     guardrails: dict[str, Any] = field(default_factory=dict)  # [guardrails], checked
+    storage: StorageSettings = field(default_factory=StorageSettings)  # [storage], environment
     monitor: dict[str, Any] = field(default_factory=dict)  # [monitor], checked
 
 
@@ -223,7 +264,32 @@ def load_settings(path: Path | None = None, *, search: bool = True) -> Settings:
     env_model = os.environ.get("OUTCROP_MODEL")
     if env_model:
         settings.default_model = env_model
+    settings.storage = _storage_from_env(settings.storage)
     return settings
+
+
+def _storage_in(storage: StorageSettings, folder: Path) -> StorageSettings:
+    """A SQLite path in outcrop.toml is relative to the file's folder."""
+    if storage.database_url is None:
+        return storage
+    from .observe.engines import relative_to
+
+    return storage.model_copy(update={"database_url": relative_to(storage.database_url, folder)})
+
+
+def _storage_from_env(storage: StorageSettings) -> StorageSettings:
+    """``OUTCROP_DATABASE_URL`` and ``OUTCROP_REDIS_URL`` over ``[storage]``, checked alike."""
+    update: dict[str, str] = {}
+    for name, var in (("database_url", "OUTCROP_DATABASE_URL"), ("redis_url", "OUTCROP_REDIS_URL")):
+        value = os.environ.get(var, "").strip()
+        if value:
+            try:
+                StorageSettings.model_validate({name: value})
+            except ValidationError as exc:
+                reason = exc.errors()[0].get("ctx", {}).get("error", exc.errors()[0]["msg"])
+                raise ConfigError(f"{var}: {reason}") from None
+            update[name] = value
+    return storage.model_copy(update=update) if update else storage
 
 
 def _read(path: Path) -> Settings:
@@ -247,9 +313,13 @@ def _read(path: Path) -> Settings:
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             known = ", ".join(sorted(_SettingsFile.model_fields))
+            if loc[0] == "storage":
+                known = ", ".join(sorted(StorageSettings.model_fields))
             if loc[0] == "telemetry":
                 known = ", ".join(sorted(TelemetrySettings.model_fields))
             msg = f"unknown setting (known settings: {known})"
+        elif err["type"] == "value_error":
+            msg = str(err.get("ctx", {}).get("error", msg))
         raise ConfigError(f"{'.'.join(loc)}: {msg}", path=path, line=line) from None
     for name in parsed.endpoints:
         if name == "local" or not _ENDPOINT_NAME.match(name):
@@ -280,6 +350,7 @@ def _read(path: Path) -> Settings:
         path=path,
         telemetry=parsed.telemetry,
         guardrails=dict(parsed.guardrails),
+        storage=_storage_in(parsed.storage, path.parent),
         monitor=dict(parsed.monitor),
     )
 

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 
-from .config import Settings, home, load_settings
+from .config import Settings, load_settings
 from .errors import (
     AllModelsFailedError,
     InvalidRequestError,
@@ -44,7 +44,7 @@ from .errors import (
     StreamCancelled,
     UnknownModelError,
 )
-from .observe.store import Store, TraceRow
+from .observe.store import Store, TraceRow, open_store
 from .providers.base import ModelInfo, Provider
 from .types import (
     ChatRequest,
@@ -297,7 +297,8 @@ class ChatStream:
 class Gateway:
     """Resolve, call, retry, fall back, record. The only caller of providers.
 
-    ``Gateway()`` reads ``outcrop.toml`` and uses the store in outcrop's home.
+    ``Gateway()`` reads ``outcrop.toml`` and uses the store it names (``[storage]``,
+    ``OUTCROP_DATABASE_URL``), else the one in outcrop's home.
     Pass ``providers`` to add or replace providers (e.g. test doubles),
     ``store`` or ``settings`` to use others.
     """
@@ -342,7 +343,7 @@ class Gateway:
     def store(self) -> Store:
         with self._store_lock:
             if self._store is None:
-                self._store = Store(Path(home()) / "outcrop.db")
+                self._store = open_store(self.settings)
             return self._store
 
     # -- models -------------------------------------------------------------

@@ -22,6 +22,7 @@ from .init import init
 from .kb import kb
 from .keys import keys
 from .logs import logs, usage
+from .migrate import migrate
 from .models import models
 from .prompt import chat, prompt
 from .prompts import prompts
@@ -79,6 +80,7 @@ cli.add_command(agent)
 cli.add_command(eval_)
 cli.add_command(serve)
 cli.add_command(guard)
+cli.add_command(migrate)
 
 
 def main(argv: list[str] | None = None) -> Any:

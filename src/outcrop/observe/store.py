@@ -1,8 +1,15 @@
-"""The trace store: one row per model call, in SQLite (WAL), with named migrations.
+"""The store: traces (one row per model call), the usage ledger, prompt versions, eval runs
+and API keys, with named migrations.
 
 Every call through the gateway — plain or streamed, finished, failed or
 cancelled — leaves exactly one row in ``traces``. The same row is the usage
 ledger: tokens, cost and latency are summed from it by ``usage()``.
+
+One class, :class:`Store`, on either engine (``outcrop.observe.engines``): a
+SQLite file in WAL mode (the default, ``outcrop.db`` in outcrop's home) or
+PostgreSQL (``Store("postgresql://…")``, or ``OUTCROP_DATABASE_URL``), which
+any number of server replicas may share. The migrations
+(``outcrop.observe.migrations``) are the same list on both.
 """
 
 from __future__ import annotations
@@ -10,7 +17,6 @@ from __future__ import annotations
 import atexit
 import json
 import logging
-import sqlite3
 import threading
 import time
 import weakref
@@ -18,222 +24,25 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
+from .engines import Engine, Row, StoreError, StoreUnavailableError, Tx, connect
+from .migrations import MIGRATIONS
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 log = logging.getLogger("outcrop.store")
 
-__all__ = ["MIGRATIONS", "Store", "TraceRow", "UsageRow"]
-
-
-def _m001_traces(db: sqlite3.Connection) -> None:
-    db.execute(
-        """
-        CREATE TABLE traces (
-            id TEXT PRIMARY KEY,
-            parent_id TEXT,
-            kind TEXT NOT NULL DEFAULT 'chat',
-            started_at REAL NOT NULL,
-            requested_model TEXT NOT NULL,
-            model TEXT,
-            provider TEXT,
-            stream INTEGER NOT NULL,
-            status TEXT NOT NULL,
-            finish_reason TEXT,
-            input_tokens INTEGER NOT NULL DEFAULT 0,
-            output_tokens INTEGER NOT NULL DEFAULT 0,
-            latency_ms REAL,
-            ttft_ms REAL,
-            cost_usd REAL,
-            error TEXT,
-            attempts TEXT NOT NULL DEFAULT '[]',
-            request TEXT NOT NULL,
-            response TEXT
-        )
-        """
-    )
-    db.execute("CREATE INDEX traces_started ON traces(started_at)")
-    db.execute("CREATE INDEX traces_model ON traces(model, started_at)")
-
-
-def _m002_usage_estimated(db: sqlite3.Connection) -> None:
-    db.execute("ALTER TABLE traces ADD COLUMN usage_estimated INTEGER NOT NULL DEFAULT 0")
-
-
-def _m003_prompts(db: sqlite3.Connection) -> None:
-    db.execute("ALTER TABLE traces ADD COLUMN prompt_name TEXT")
-    db.execute("ALTER TABLE traces ADD COLUMN prompt_version INTEGER")
-    db.execute("CREATE INDEX traces_parent ON traces(parent_id)")
-    db.execute(
-        """
-        CREATE TABLE prompt_versions (
-            name TEXT NOT NULL,
-            version INTEGER NOT NULL,
-            hash TEXT NOT NULL,
-            content TEXT NOT NULL,
-            source TEXT,
-            path TEXT,
-            created_at REAL NOT NULL,
-            author TEXT,
-            note TEXT,
-            PRIMARY KEY (name, version),
-            UNIQUE (name, hash)
-        )
-        """
-    )
-    db.execute(
-        """
-        CREATE TABLE prompt_labels (
-            name TEXT NOT NULL,
-            label TEXT NOT NULL,
-            version INTEGER NOT NULL,
-            moved_at REAL NOT NULL,
-            PRIMARY KEY (name, label)
-        )
-        """
-    )
-    db.execute(
-        """
-        CREATE TABLE prompt_label_moves (
-            name TEXT NOT NULL,
-            label TEXT NOT NULL,
-            version INTEGER NOT NULL,
-            previous INTEGER,
-            moved_at REAL NOT NULL
-        )
-        """
-    )
-
-
-def _m004_label_move_kind(db: sqlite3.Connection) -> None:
-    db.execute("ALTER TABLE prompt_label_moves ADD COLUMN kind TEXT NOT NULL DEFAULT 'promote'")
-
-
-def _m005_evals(db: sqlite3.Connection) -> None:
-    db.execute(
-        """
-        CREATE TABLE eval_runs (
-            id TEXT PRIMARY KEY,
-            suite TEXT NOT NULL,
-            suite_hash TEXT NOT NULL,
-            suite_json TEXT NOT NULL,
-            created_at REAL NOT NULL,
-            finished_at REAL,
-            status TEXT NOT NULL,
-            total INTEGER NOT NULL,
-            note TEXT
-        )
-        """
-    )
-    db.execute(
-        """
-        CREATE TABLE eval_results (
-            run_id TEXT NOT NULL REFERENCES eval_runs(id) ON DELETE CASCADE,
-            prompt TEXT NOT NULL,
-            model TEXT NOT NULL,
-            case_id TEXT NOT NULL,
-            repeat INTEGER NOT NULL,
-            data TEXT NOT NULL,
-            created_at REAL NOT NULL,
-            PRIMARY KEY (run_id, prompt, model, case_id, repeat)
-        )
-        """
-    )
-    db.execute(
-        "CREATE TABLE eval_cache (key TEXT PRIMARY KEY, data TEXT NOT NULL, "
-        "created_at REAL NOT NULL)"
-    )
-
-
-def _m006_api_keys(db: sqlite3.Connection) -> None:
-    db.execute(
-        """
-        CREATE TABLE api_keys (
-            id TEXT PRIMARY KEY,
-            name TEXT NOT NULL UNIQUE,
-            hash TEXT NOT NULL UNIQUE,
-            prefix TEXT NOT NULL,
-            scopes TEXT NOT NULL,
-            limits TEXT NOT NULL,
-            created_at REAL NOT NULL,
-            revoked_at REAL
-        )
-        """
-    )
-    db.execute("ALTER TABLE traces ADD COLUMN api_key TEXT")
-    db.execute("CREATE INDEX traces_api_key ON traces(api_key, started_at)")
-
-
-def _m007_guardrails(db: sqlite3.Connection) -> None:
-    db.execute("ALTER TABLE traces ADD COLUMN guardrails TEXT NOT NULL DEFAULT '[]'")
-
-
-def _m008_feedback(db: sqlite3.Connection) -> None:
-    db.execute(
-        """
-        CREATE TABLE feedback (
-            trace_id TEXT PRIMARY KEY REFERENCES traces(id),
-            rating TEXT NOT NULL,
-            comment TEXT NOT NULL DEFAULT '',
-            created_at REAL NOT NULL
-        )
-        """
-    )
-
-
-def _m009_online_eval(db: sqlite3.Connection) -> None:
-    # Live traffic scored by online evaluation (outcrop.observe.online), and the alerts its
-    # rules raise. Plain SQL: the same statements run on PostgreSQL.
-    db.execute(
-        """
-        CREATE TABLE online_scores (
-            trace_id TEXT NOT NULL,
-            metric TEXT NOT NULL,
-            score REAL,
-            reason TEXT,
-            scored_at REAL NOT NULL,
-            model TEXT,
-            prompt_name TEXT,
-            prompt_version INTEGER,
-            api_key TEXT,
-            PRIMARY KEY (trace_id, metric)
-        )
-        """
-    )
-    db.execute("CREATE INDEX online_scores_metric ON online_scores(metric, scored_at)")
-    db.execute("CREATE INDEX online_scores_time ON online_scores(scored_at)")
-    db.execute(
-        """
-        CREATE TABLE alerts (
-            id TEXT PRIMARY KEY,
-            rule TEXT NOT NULL,
-            metric TEXT NOT NULL,
-            opened_at REAL NOT NULL,
-            closed_at REAL,
-            value REAL,
-            threshold REAL NOT NULL,
-            detail TEXT NOT NULL DEFAULT '',
-            closed_value REAL
-        )
-        """
-    )
-    # At most one open alert per rule, across every replica writing to this database.
-    db.execute("CREATE UNIQUE INDEX alerts_open ON alerts(rule) WHERE closed_at IS NULL")
-    db.execute("CREATE INDEX alerts_opened ON alerts(opened_at)")
-
-
-# Named and ordered; each applied once and recorded in _migrations.
-MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
-    ("001_traces", _m001_traces),
-    ("002_usage_estimated", _m002_usage_estimated),
-    ("003_prompts", _m003_prompts),
-    ("004_label_move_kind", _m004_label_move_kind),
-    ("005_evals", _m005_evals),
-    ("006_api_keys", _m006_api_keys),
-    ("007_guardrails", _m007_guardrails),
-    ("008_feedback", _m008_feedback),
-    ("009_online_eval", _m009_online_eval),
+__all__ = [
+    "MIGRATIONS",
+    "Store",
+    "StoreError",
+    "StoreUnavailableError",
+    "TraceRow",
+    "UsageRow",
+    "open_store",
 ]
 
 
@@ -292,13 +101,51 @@ def _flush_at_exit(ref: weakref.ReferenceType[Store]) -> None:
         store.flush()
 
 
-class Store:
-    """SQLite store for traces. Safe to share between threads of one process."""
+# The traces columns, in TraceRow's order.
+_TRACE_COLUMNS = tuple(f.name for f in fields(TraceRow))
+_TRACE_SELECT = ", ".join(_TRACE_COLUMNS)
+_TRACE_INSERT = (
+    f"INSERT INTO traces ({_TRACE_SELECT}) VALUES ({', '.join('?' * len(_TRACE_COLUMNS))})"
+)
 
-    def __init__(self, path: Path | str):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
+
+def _upsert(table: str, columns: tuple[str, ...], key: tuple[str, ...]) -> str:
+    """INSERT that writes over the row with the same key (the same SQL on both engines)."""
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+        f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
+    )
+
+
+def open_store(settings: Settings | None = None) -> Store:
+    """The store the settings name: ``[storage] database_url`` in outcrop.toml or
+    ``OUTCROP_DATABASE_URL`` (already folded into ``settings``), else ``outcrop.db`` in
+    outcrop's home."""
+    from ..config import home, load_settings
+
+    settings = settings if settings is not None else load_settings()
+    url = settings.storage.database_url
+    return Store(url if url else home() / "outcrop.db")
+
+
+class Store:
+    """Traces, ledger, prompt versions, eval runs and API keys on SQLite or PostgreSQL.
+
+    ``Store(path)`` or ``Store("sqlite:///path")``: a SQLite file, shared by the threads of
+    one process. ``Store("postgresql://user@host:5432/db")``: PostgreSQL through a
+    connection pool, shared by threads and by any number of processes (server replicas).
+    Opening applies pending migrations (``migrate=False`` leaves them to ``outcrop
+    migrate``). An unreachable database raises :class:`StoreError` at once; a connection
+    lost later is replaced and the read or transaction retried once, else that call
+    raises :class:`StoreUnavailableError`.
+    """
+
+    def __init__(self, target: Path | str, *, migrate: bool = True):
+        self._engine: Engine = connect(target)
+        self.dialect = self._engine.dialect  # "sqlite" | "postgresql"
+        self.path: Path | None = self._engine.path  # the SQLite file (None on PostgreSQL)
+        self.url = self._engine.url  # where the store is, for people (no password)
         self._cv = threading.Condition()
         self._pending: list[TraceRow] = []
         self._inflight = 0
@@ -309,50 +156,89 @@ class Store:
         # Bumped when this object adds or revokes an API key, so caches of keys in this
         # process (the server's) see the change at once; other processes within their TTL.
         self.keys_generation = 0
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        try:
-            self._db.execute("PRAGMA busy_timeout=5000")
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self.migrate()
-        except sqlite3.DatabaseError as exc:
-            self._db.close()
-            raise UserError(
-                f"{self.path} is not a usable outcrop database ({exc}). Move it aside; outcrop "
-                "starts a new one on the next call."
-            ) from None
+        if migrate:
+            try:
+                self.migrate()
+            except BaseException as exc:
+                self._engine.close()
+                error = self._engine.open_error(exc)
+                if error is exc:
+                    raise
+                raise error from None
+
+    @classmethod
+    def open(cls, target: Path | str, *, migrate: bool = True) -> Store:
+        """The store at a path or URL (``sqlite:///…``, ``postgresql://…``)."""
+        return cls(target, migrate=migrate)
+
+    def __repr__(self) -> str:
+        return f"Store({self.url!r})"
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def _tx(self) -> Iterator[Tx]:
+        with self._engine.transaction() as tx:
+            yield tx
+
+    def _all(self, sql: str, args: Any = ()) -> list[Row]:
+        return self._engine.all(sql, args)
+
+    def _one(self, sql: str, args: Any = ()) -> Row | None:
+        return self._engine.one(sql, args)
+
+    @property
+    def _db(self) -> Any:
+        """The SQLite connection itself (tests and tools; SQLite only)."""
+        db = getattr(self._engine, "db", None)
+        if db is None:
+            raise AttributeError("_db: only a SQLite store has one connection")
+        return db
+
+    # -- migrations -----------------------------------------------------------
 
     def migrate(self) -> list[str]:
-        """Apply the migrations not yet recorded; returns their names."""
+        """Apply the migrations not yet recorded, in one transaction; returns their names.
+
+        On PostgreSQL an advisory lock makes replicas that start together wait for the
+        first: each migration runs once."""
         applied: list[str] = []
-        with self._tx() as db:
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at "
-                "TEXT NOT NULL DEFAULT (datetime('now')))"
-            )
-            done = {row[0] for row in db.execute("SELECT name FROM _migrations")}
-            for name, fn in MIGRATIONS:
-                if name not in done:
-                    fn(db)
-                    db.execute("INSERT INTO _migrations(name) VALUES (?)", (name,))
-                    applied.append(name)
+        with self._tx() as tx:
+            tx.lock("outcrop.migrate")
+            tx.execute(self._engine.migrations_table)
+            done = {row[0] for row in tx.execute("SELECT name FROM _migrations").fetchall()}
+            for migration in MIGRATIONS:
+                if migration.name not in done:
+                    for statement in migration.statements(self.dialect):
+                        tx.execute(statement)
+                    tx.execute("INSERT INTO _migrations (name) VALUES (?)", (migration.name,))
+                    applied.append(migration.name)
         return applied
 
     def migrations(self) -> list[str]:
-        with self._lock:
-            return [r[0] for r in self._db.execute("SELECT name FROM _migrations ORDER BY name")]
+        """The names of the applied migrations."""
+        return [r[0] for r in self._all("SELECT name FROM _migrations ORDER BY name")]
+
+    def migration_status(self) -> list[dict[str, Any]]:
+        """Every migration this outcrop knows, applied (with when) or pending, in order; then
+        any the database records that this outcrop does not know (a newer outcrop's)."""
+        applied: dict[str, str] = {}
+        if self._engine.has_table("_migrations"):
+            rows = self._all("SELECT name, applied_at FROM _migrations ORDER BY name")
+            applied = {r[0]: str(r[1]) for r in rows}
+        status = [
+            {
+                "name": m.name,
+                "status": "applied" if m.name in applied else "pending",
+                "applied_at": applied.get(m.name),
+            }
+            for m in MIGRATIONS
+        ]
+        known = {m.name for m in MIGRATIONS}
+        status += [
+            {"name": name, "status": "unknown", "applied_at": at}
+            for name, at in applied.items()
+            if name not in known
+        ]
+        return status
 
     def close(self) -> None:
         self.flush()
@@ -361,27 +247,19 @@ class Store:
             self._cv.notify_all()
         if self._writer is not None:
             self._writer.join(timeout=5)
-        with self._lock:
-            self._db.close()
+        self._engine.close()
 
     # -- traces -----------------------------------------------------------
 
-    @staticmethod
-    def _columns(row: TraceRow) -> dict[str, Any]:
+    def _values(self, row: TraceRow) -> tuple[Any, ...]:
         data = row.to_dict()
-        data["stream"] = int(row.stream)
-        data["usage_estimated"] = int(row.usage_estimated)
-        data["request"] = json.dumps(row.request, ensure_ascii=False)
-        data["attempts"] = json.dumps(row.attempts, ensure_ascii=False)
-        data["guardrails"] = json.dumps(row.guardrails, ensure_ascii=False)
-        return data
-
-    def _write(self, row: TraceRow, verb: str) -> None:
-        data = self._columns(row)
-        columns = ", ".join(data)
-        marks = ", ".join(f":{k}" for k in data)
-        with self._tx() as db:
-            db.execute(f"{verb} INTO traces ({columns}) VALUES ({marks})", data)
+        data["stream"] = bool(row.stream)
+        data["usage_estimated"] = bool(row.usage_estimated)
+        json_value = self._engine.json
+        data["request"] = json_value(row.request)
+        data["attempts"] = json_value(row.attempts)
+        data["guardrails"] = json_value(row.guardrails)
+        return tuple(data[c] for c in _TRACE_COLUMNS)
 
     def subscribe(self, listener: Callable[[list[TraceRow]], None]) -> None:
         """Call ``listener`` with every batch of rows once it is stored (OpenTelemetry
@@ -401,15 +279,22 @@ class Store:
                 log.exception("trace listener %r failed", listener)
 
     def record(self, row: TraceRow) -> None:
-        """Add one call's row; an id already stored is an error."""
+        """Add one call's row; an id already stored is an error (:class:`StoreError`)."""
         self.flush()
-        self._write(row, "INSERT")
+        try:
+            with self._tx() as tx:
+                tx.execute(_TRACE_INSERT, self._values(row))
+        except self._engine.integrity_errors:
+            raise StoreError(
+                f"A trace with id {row.id!r} is already stored; give the row a new id, or "
+                "use Store.replace to write over it."
+            ) from None
         self._notify([row])
 
     def record_later(self, row: TraceRow) -> None:
         """Add a row from the hot path: a writer thread stores queued rows in batches, one
-        transaction each, so a call does not wait for SQLite. Every read flushes first, so
-        readers (budgets included) always see every row recorded before they asked."""
+        transaction each, so a call does not wait for the database. Every read flushes
+        first, so readers (budgets included) always see every row recorded before they asked."""
         with self._cv:
             if self._closed:
                 raise UserError("The trace store is closed.")
@@ -443,15 +328,7 @@ class Store:
                 batch, self._pending = self._pending, []
                 self._inflight = len(batch)
             try:
-                rows = [self._columns(r) for r in batch]
-                with self._tx() as db:
-                    for data in rows:
-                        columns = ", ".join(data)
-                        marks = ", ".join(f":{k}" for k in data)
-                        try:
-                            db.execute(f"INSERT INTO traces ({columns}) VALUES ({marks})", data)
-                        except sqlite3.IntegrityError as exc:
-                            log.warning("trace %s not stored: %s", data["id"], exc)
+                self._write_batch(batch)
                 if self._listeners:
                     self._notify(batch)
             except Exception:
@@ -460,6 +337,44 @@ class Store:
                 with self._cv:
                     self._inflight = 0
                     self._cv.notify_all()
+
+    def _write_batch(self, batch: list[TraceRow]) -> None:
+        """Store a batch in one transaction (one executemany). A failed batch is tried once
+        more (a dropped connection is replaced); then row by row, so one row the database
+        refuses costs only itself. An id already stored is skipped with a warning."""
+        values: list[tuple[Any, ...]] = []
+        for row in batch:
+            try:
+                values.append(self._values(row))
+            except (TypeError, ValueError) as exc:  # a value JSON cannot hold
+                log.error("trace %s could not be written: %s", row.id, exc)
+        sql = _TRACE_INSERT + " ON CONFLICT (id) DO NOTHING"
+        stored = 0
+        for attempt in (1, 2):
+            try:
+                with self._tx() as tx:
+                    stored = tx.executemany(sql, values)
+                break
+            except Exception as exc:
+                if attempt == 1:
+                    log.warning("%d trace rows: write failed (%s); trying again", len(batch), exc)
+                    continue
+                if isinstance(exc, StoreUnavailableError):
+                    log.error("%d trace rows could not be written: %s", len(batch), exc)
+                    return
+                stored = 0
+                for one in values:
+                    try:
+                        with self._tx() as tx:
+                            stored += tx.execute(sql, one).rowcount
+                    except Exception as row_exc:
+                        log.error("trace %s could not be written: %s", one[0], row_exc)
+                        stored += 1  # counted: not a duplicate
+        if 0 <= stored < len(values):
+            log.warning(
+                "%d trace row(s) not stored: a row with the same id was stored already",
+                len(values) - stored,
+            )
 
     def flush(self) -> None:
         """Wait until every row queued by :meth:`record_later` is stored."""
@@ -477,16 +392,22 @@ class Store:
     def replace(self, row: TraceRow) -> None:
         """Write a row over the one with its id (a run that paused and went on)."""
         self.flush()
-        self._write(row, "INSERT OR REPLACE")
+        with self._tx() as tx:
+            tx.execute(_upsert("traces", _TRACE_COLUMNS, ("id",)), self._values(row))
 
     @staticmethod
-    def _row(r: sqlite3.Row) -> TraceRow:
-        data = dict(r)
+    def _load(value: Any) -> Any:
+        # JSON columns: text on SQLite, already parsed (jsonb) on PostgreSQL.
+        return json.loads(value) if isinstance(value, str) else value
+
+    @classmethod
+    def _row(cls, r: Row) -> TraceRow:
+        data = {c: r[i] for i, c in enumerate(_TRACE_COLUMNS)}
         data["stream"] = bool(data["stream"])
         data["usage_estimated"] = bool(data["usage_estimated"])
-        data["request"] = json.loads(data["request"])
-        data["attempts"] = json.loads(data["attempts"])
-        data["guardrails"] = json.loads(data["guardrails"])
+        data["request"] = cls._load(data["request"])
+        data["attempts"] = cls._load(data["attempts"])
+        data["guardrails"] = cls._load(data["guardrails"])
         return TraceRow(**data)
 
     def recent(
@@ -499,7 +420,7 @@ class Store:
     ) -> list[TraceRow]:
         """The most recent calls, newest first."""
         self.flush()
-        sql = "SELECT * FROM traces"
+        sql = f"SELECT {_TRACE_SELECT} FROM traces"
         where: list[str] = []
         args: list[Any] = []
         if model:
@@ -513,68 +434,63 @@ class Store:
             args.append(status)
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY started_at DESC, rowid DESC LIMIT ?"
+        sql += f" ORDER BY started_at DESC, {self._engine.rowid} DESC LIMIT ?"
         args.append(limit)
-        with self._lock:
-            return [self._row(r) for r in self._db.execute(sql, args)]
+        return [self._row(r) for r in self._all(sql, args)]
 
     def get(self, trace_id: str) -> TraceRow | None:
         """A call by id, or by a unique prefix of its id."""
         self.flush()
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT * FROM traces WHERE id LIKE ? ESCAPE '\\' ORDER BY started_at DESC LIMIT 2",
-                (trace_id.replace("\\", "").replace("%", r"\%").replace("_", r"\_") + "%",),
-            ).fetchall()
+        rows = self._all(
+            f"SELECT {_TRACE_SELECT} FROM traces WHERE id LIKE ? ESCAPE '\\' "
+            "ORDER BY started_at DESC LIMIT 2",
+            (trace_id.replace("\\", "").replace("%", r"\%").replace("_", r"\_") + "%",),
+        )
         if len(rows) != 1:
-            exact = [r for r in rows if r["id"] == trace_id]
+            exact = [r for r in rows if r[0] == trace_id]
             return self._row(exact[0]) if exact else None
         return self._row(rows[0])
 
     def count(self) -> int:
         self.flush()
-        with self._lock:
-            return int(self._db.execute("SELECT count(*) FROM traces").fetchone()[0])
+        row = self._one("SELECT count(*) FROM traces")
+        return int(row[0]) if row is not None else 0
 
     def usage(self, days: int | None = None) -> list[UsageRow]:
         """Totals by day (UTC) and model, newest day first."""
         self.flush()
-        sql = """
-            SELECT date(started_at, 'unixepoch') AS day,
+        sql = f"""
+            SELECT {self._engine.day("started_at")} AS day,
                    coalesce(model, requested_model) AS model,
                    count(*) AS calls,
                    sum(input_tokens) AS input_tokens,
                    sum(output_tokens) AS output_tokens,
                    coalesce(sum(cost_usd), 0) AS cost_usd,
-                   sum(status = 'error') AS errors
+                   sum(CASE WHEN status = 'error' THEN 1 ELSE 0 END) AS errors
             FROM traces
         """
         args: list[Any] = []
         if days is not None:
-            sql += " WHERE started_at >= strftime('%s', 'now', ?)"
-            args.append(f"-{int(days)} days")
-        sql += " GROUP BY day, model ORDER BY day DESC, model"
-        with self._lock:
-            return [UsageRow(**dict(r)) for r in self._db.execute(sql, args)]
+            sql += " WHERE started_at >= ?"
+            args.append(time.time() - int(days) * 86400)
+        sql += " GROUP BY 1, 2 ORDER BY 1 DESC, 2"
+        return [UsageRow(**dict(r)) for r in self._all(sql, args)]
 
     # -- prompt versions ----------------------------------------------------
 
     def prompt_names(self) -> list[str]:
-        with self._lock:
-            return [
-                r[0]
-                for r in self._db.execute("SELECT DISTINCT name FROM prompt_versions ORDER BY name")
-            ]
+        return [r[0] for r in self._all("SELECT DISTINCT name FROM prompt_versions ORDER BY name")]
 
     def prompt_versions(self, name: str) -> list[dict[str, Any]]:
         """Every version of a prompt, oldest first."""
-        with self._lock:
-            return [
-                dict(r)
-                for r in self._db.execute(
-                    "SELECT * FROM prompt_versions WHERE name = ? ORDER BY version", (name,)
-                )
-            ]
+        return [
+            dict(r)
+            for r in self._all(
+                "SELECT name, version, hash, content, source, path, created_at, author, note "
+                "FROM prompt_versions WHERE name = ? ORDER BY version",
+                (name,),
+            )
+        ]
 
     def add_prompt_version(
         self,
@@ -589,18 +505,19 @@ class Store:
         created_at: float,
     ) -> tuple[int, bool]:
         """Record a version unless one with this hash exists; returns (version, created)."""
-        with self._tx() as db:
-            row = db.execute(
+        with self._tx() as tx:
+            tx.lock(f"prompt:{name}")  # replicas number a prompt's versions one at a time
+            row = tx.execute(
                 "SELECT version FROM prompt_versions WHERE name = ? AND hash = ?",
                 (name, content_hash),
             ).fetchone()
             if row is not None:
                 return int(row[0]), False
-            latest = db.execute(
+            latest = tx.execute(
                 "SELECT coalesce(max(version), 0) FROM prompt_versions WHERE name = ?", (name,)
             ).fetchone()[0]
             version = int(latest) + 1
-            db.execute(
+            tx.execute(
                 "INSERT INTO prompt_versions (name, version, hash, content, source, path, "
                 "created_at, author, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (name, version, content_hash, content, source, path, created_at, author, note),
@@ -608,31 +525,30 @@ class Store:
             return version, True
 
     def prompt_labels(self, name: str) -> dict[str, int]:
-        with self._lock:
-            return {
-                r["label"]: int(r["version"])
-                for r in self._db.execute(
-                    "SELECT label, version FROM prompt_labels WHERE name = ? ORDER BY label",
-                    (name,),
-                )
-            }
+        return {
+            r[0]: int(r[1])
+            for r in self._all(
+                "SELECT label, version FROM prompt_labels WHERE name = ? ORDER BY label", (name,)
+            )
+        }
 
     def move_prompt_label(
         self, name: str, label: str, version: int, moved_at: float, kind: str = "promote"
     ) -> int | None:
         """Point ``label`` at ``version``; returns the version it pointed at before."""
-        with self._tx() as db:
-            row = db.execute(
+        with self._tx() as tx:
+            tx.lock(f"prompt:{name}")
+            row = tx.execute(
                 "SELECT version FROM prompt_labels WHERE name = ? AND label = ?", (name, label)
             ).fetchone()
             previous = int(row[0]) if row is not None else None
-            db.execute(
-                "INSERT INTO prompt_labels (name, label, version, moved_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(name, label) DO UPDATE SET version = excluded.version, "
-                "moved_at = excluded.moved_at",
+            tx.execute(
+                _upsert(
+                    "prompt_labels", ("name", "label", "version", "moved_at"), ("name", "label")
+                ),
                 (name, label, version, moved_at),
             )
-            db.execute(
+            tx.execute(
                 "INSERT INTO prompt_label_moves (name, label, version, previous, moved_at, kind) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (name, label, version, previous, moved_at, kind),
@@ -641,27 +557,26 @@ class Store:
 
     def prompt_label_moves(self, name: str, label: str) -> list[dict[str, Any]]:
         """How a label moved, newest first."""
-        with self._lock:
-            return [
-                dict(r)
-                for r in self._db.execute(
-                    "SELECT * FROM prompt_label_moves WHERE name = ? AND label = ? "
-                    "ORDER BY moved_at DESC, rowid DESC",
-                    (name, label),
-                )
-            ]
+        return [
+            dict(r)
+            for r in self._all(
+                "SELECT name, label, version, previous, moved_at, kind FROM prompt_label_moves "
+                f"WHERE name = ? AND label = ? ORDER BY moved_at DESC, {self._engine.rowid} DESC",
+                (name, label),
+            )
+        ]
 
     def children(self, parent_id: str) -> list[TraceRow]:
         """The calls made under one trace (a chain's steps), in order."""
         self.flush()
-        with self._lock:
-            return [
-                self._row(r)
-                for r in self._db.execute(
-                    "SELECT * FROM traces WHERE parent_id = ? ORDER BY started_at, rowid",
-                    (parent_id,),
-                )
-            ]
+        return [
+            self._row(r)
+            for r in self._all(
+                f"SELECT {_TRACE_SELECT} FROM traces WHERE parent_id = ? "
+                f"ORDER BY started_at, {self._engine.rowid}",
+                (parent_id,),
+            )
+        ]
 
     # -- evaluation runs ----------------------------------------------------
 
@@ -675,16 +590,16 @@ class Store:
         total: int,
         created_at: float,
     ) -> None:
-        with self._tx() as db:
-            db.execute(
+        with self._tx() as tx:
+            tx.execute(
                 "INSERT INTO eval_runs (id, suite, suite_hash, suite_json, created_at, status, "
                 "total) VALUES (?, ?, ?, ?, ?, 'running', ?)",
                 (run_id, suite, suite_hash, suite_json, created_at, total),
             )
 
     def set_eval_run_status(self, run_id: str, status: str, finished_at: float | None) -> None:
-        with self._tx() as db:
-            db.execute(
+        with self._tx() as tx:
+            tx.execute(
                 "UPDATE eval_runs SET status = ?, finished_at = ? WHERE id = ?",
                 (status, finished_at, run_id),
             )
@@ -692,24 +607,24 @@ class Store:
     def eval_runs(self, limit: int = 20, suite: str | None = None) -> list[dict[str, Any]]:
         """Runs, newest first, with how many results each holds."""
         where, args = ("WHERE r.suite = ?", [suite]) if suite else ("", [])
-        with self._lock:
-            return [
-                dict(r)
-                for r in self._db.execute(
-                    "SELECT r.id, r.suite, r.suite_hash, r.created_at, r.finished_at, r.status, "
-                    "r.total, (SELECT count(*) FROM eval_results e WHERE e.run_id = r.id) AS done "
-                    f"FROM eval_runs r {where} ORDER BY r.created_at DESC, r.rowid DESC LIMIT ?",
-                    (*args, limit),
-                )
-            ]
+        return [
+            dict(r)
+            for r in self._all(
+                "SELECT r.id, r.suite, r.suite_hash, r.created_at, r.finished_at, r.status, "
+                "r.total, (SELECT count(*) FROM eval_results e WHERE e.run_id = r.id) AS done "
+                f"FROM eval_runs r {where} "
+                f"ORDER BY r.created_at DESC, r.{self._engine.rowid} DESC LIMIT ?",
+                (*args, limit),
+            )
+        ]
 
     def eval_run(self, run_id: str) -> dict[str, Any] | None:
         """A run by id or unique id prefix (``None`` when none matches)."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT * FROM eval_runs WHERE id = ? OR id LIKE ? ORDER BY id = ? DESC LIMIT 2",
-                (run_id, run_id.replace("%", "").replace("_", "") + "%", run_id),
-            ).fetchall()
+        rows = self._all(
+            "SELECT id, suite, suite_hash, suite_json, created_at, finished_at, status, total, "
+            "note FROM eval_runs WHERE id = ? OR id LIKE ? ORDER BY id = ? DESC LIMIT 2",
+            (run_id, run_id.replace("%", "").replace("_", "") + "%", run_id),
+        )
         if not rows:
             return None
         if len(rows) > 1 and rows[0]["id"] != run_id:
@@ -719,33 +634,32 @@ class Store:
     def add_eval_result(
         self, run_id: str, prompt: str, model: str, case_id: str, repeat: int, data: str
     ) -> None:
-        with self._tx() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO eval_results (run_id, prompt, model, case_id, repeat, "
-                "data, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        columns = ("run_id", "prompt", "model", "case_id", "repeat", "data", "created_at")
+        with self._tx() as tx:
+            tx.execute(
+                _upsert("eval_results", columns, columns[:5]),
                 (run_id, prompt, model, case_id, repeat, data, time.time()),
             )
 
     def eval_results(self, run_id: str) -> list[dict[str, Any]]:
         """A run's result rows in the order they were stored (``data`` still JSON text)."""
-        with self._lock:
-            return [
-                dict(r)
-                for r in self._db.execute(
-                    "SELECT * FROM eval_results WHERE run_id = ? ORDER BY created_at, rowid",
-                    (run_id,),
-                )
-            ]
+        return [
+            dict(r)
+            for r in self._all(
+                "SELECT run_id, prompt, model, case_id, repeat, data, created_at FROM "
+                f"eval_results WHERE run_id = ? ORDER BY created_at, {self._engine.rowid}",
+                (run_id,),
+            )
+        ]
 
     def cache_get(self, key: str) -> str | None:
-        with self._lock:
-            row = self._db.execute("SELECT data FROM eval_cache WHERE key = ?", (key,)).fetchone()
+        row = self._one("SELECT data FROM eval_cache WHERE key = ?", (key,))
         return None if row is None else str(row[0])
 
     def cache_put(self, key: str, data: str) -> None:
-        with self._tx() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO eval_cache (key, data, created_at) VALUES (?, ?, ?)",
+        with self._tx() as tx:
+            tx.execute(
+                _upsert("eval_cache", ("key", "data", "created_at"), ("key",)),
                 (key, data, time.time()),
             )
 
@@ -762,8 +676,8 @@ class Store:
         limits: str,
         created_at: float,
     ) -> None:
-        with self._tx() as db:
-            db.execute(
+        with self._tx() as tx:
+            tx.execute(
                 "INSERT INTO api_keys (id, name, hash, prefix, scopes, limits, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (key_id, name, key_hash, prefix, scopes, limits, created_at),
@@ -772,22 +686,15 @@ class Store:
 
     def api_keys(self, include_revoked: bool = False) -> list[dict[str, Any]]:
         where = "" if include_revoked else "WHERE revoked_at IS NULL"
-        with self._lock:
-            return [
-                dict(r)
-                for r in self._db.execute(f"SELECT * FROM api_keys {where} ORDER BY created_at")
-            ]
+        return [dict(r) for r in self._all(f"SELECT * FROM api_keys {where} ORDER BY created_at")]
 
     def api_key_by_hash(self, key_hash: str) -> dict[str, Any] | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT * FROM api_keys WHERE hash = ? AND revoked_at IS NULL", (key_hash,)
-            ).fetchone()
+        row = self._one("SELECT * FROM api_keys WHERE hash = ? AND revoked_at IS NULL", (key_hash,))
         return None if row is None else dict(row)
 
     def revoke_api_key(self, name: str, revoked_at: float) -> bool:
-        with self._tx() as db:
-            cur = db.execute(
+        with self._tx() as tx:
+            cur = tx.execute(
                 "UPDATE api_keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
                 (revoked_at, name),
             )
@@ -798,23 +705,23 @@ class Store:
     def key_usage(self, key_id: str, since: float) -> tuple[int, float, int]:
         """(tokens, cost in USD, calls) recorded for an API key since a time."""
         self.flush()
-        with self._lock:
-            row = self._db.execute(
-                "SELECT coalesce(sum(input_tokens + output_tokens), 0), "
-                "coalesce(sum(cost_usd), 0), count(*) FROM traces "
-                "WHERE api_key = ? AND started_at >= ?",
-                (key_id, since),
-            ).fetchone()
+        row = self._one(
+            "SELECT coalesce(sum(input_tokens + output_tokens), 0), "
+            "coalesce(sum(cost_usd), 0), count(*) FROM traces "
+            "WHERE api_key = ? AND started_at >= ?",
+            (key_id, since),
+        )
+        assert row is not None  # an aggregate always has a row
         return int(row[0]), float(row[1]), int(row[2])
 
     # -- feedback and monitoring ----------------------------------------------
 
     def set_feedback(self, trace_id: str, rating: str, comment: str) -> None:
         """Store (or replace) the feedback on a call."""
-        with self._tx() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO feedback (trace_id, rating, comment, created_at) "
-                "VALUES (?, ?, ?, ?)",
+        self.flush()  # the trace it names may still be queued
+        with self._tx() as tx:
+            tx.execute(
+                _upsert("feedback", ("trace_id", "rating", "comment", "created_at"), ("trace_id",)),
                 (trace_id, rating, comment, time.time()),
             )
 
@@ -823,13 +730,13 @@ class Store:
         if not trace_ids:
             return {}
         marks = ",".join("?" * len(trace_ids))
-        with self._lock:
-            return {
-                r["trace_id"]: {"rating": r["rating"], "comment": r["comment"]}
-                for r in self._db.execute(
-                    f"SELECT * FROM feedback WHERE trace_id IN ({marks})", trace_ids
-                )
-            }
+        return {
+            r["trace_id"]: {"rating": r["rating"], "comment": r["comment"]}
+            for r in self._all(
+                f"SELECT trace_id, rating, comment FROM feedback WHERE trace_id IN ({marks})",
+                trace_ids,
+            )
+        }
 
     def calls_since(
         self,
@@ -861,8 +768,7 @@ class Store:
             sql += " AND api_key = ?"
             args.append(api_key)
         sql += " ORDER BY started_at"
-        with self._lock:
-            return [dict(r) for r in self._db.execute(sql, args)]
+        return [dict(r) for r in self._all(sql, args)]
 
     # -- online evaluation and alerts -------------------------------------------
 
@@ -912,8 +818,7 @@ class Store:
             sql += " AND api_key = ?"
             args.append(api_key)
         sql += " ORDER BY scored_at, trace_id"
-        with self._lock:
-            return [dict(r) for r in self._db.execute(sql, args)]
+        return [dict(r) for r in self._all(sql, args)]
 
     def online_window(
         self, metric: str, *, last: int | None = None, since: float | None = None
@@ -929,8 +834,7 @@ class Store:
         if last is not None:
             sql += " LIMIT ?"
             args.append(last)
-        with self._lock:
-            return [float(r[0]) for r in self._db.execute(sql, args)]
+        return [float(r[0]) for r in self._all(sql, args)]
 
     def open_alert(
         self,
@@ -956,7 +860,7 @@ class Store:
                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (alert_id, rule, metric, opened_at, value, threshold, detail),
                 )
-        except sqlite3.IntegrityError:  # another writer opened it first
+        except self._engine.integrity_errors:  # another writer opened it first
             return None
         return {
             "id": alert_id,
@@ -987,10 +891,9 @@ class Store:
     def alerts(self, *, open_only: bool = False, limit: int = 100) -> list[dict[str, Any]]:
         """Alerts, newest first; ``open_only`` for those not closed yet."""
         where = " WHERE closed_at IS NULL" if open_only else ""
-        with self._lock:
-            return [
-                dict(r)
-                for r in self._db.execute(
-                    f"SELECT * FROM alerts{where} ORDER BY opened_at DESC, id LIMIT ?", (limit,)
-                )
-            ]
+        return [
+            dict(r)
+            for r in self._all(
+                f"SELECT * FROM alerts{where} ORDER BY opened_at DESC, id LIMIT ?", (limit,)
+            )
+        ]
