@@ -12,9 +12,10 @@ environment variables (which override the file)::
 
 ``outcrop serve`` installs it when the server starts and flushes it when the
 server stops; in a program, :func:`install_telemetry` does the same for a
-gateway. Spans are made from the rows the trace store writes (``Store.subscribe``),
-on its writer thread, and handed to OpenTelemetry's batch processor: a call
-never waits for the collector, and a collector that is down costs one warning.
+gateway. The trace store hands each stored batch of rows over (``Store.subscribe``)
+and goes on; an export thread of its own turns them into spans and measurements
+for OpenTelemetry's batch processor. A call never waits for the collector, and a
+collector that is down costs one warning.
 
 Span and trace ids are derived from outcrop's trace ids, so a span can be found
 from the ``x-outcrop-trace-id`` a response carries, and a step recorded before
@@ -33,7 +34,7 @@ import re
 import socket
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -306,6 +307,7 @@ class Telemetry:
     max_held = 10_000  # rows waiting for a parent not seen yet
     max_hold_s = 600.0  # how long one waits before it is sent as the root of its own trace
     max_known = 100_000  # outcrop ids remembered with their OpenTelemetry trace id
+    max_queued = 100_000  # rows handed to the export thread and not turned into spans yet
 
     def __init__(self, gateway: Gateway, config: TelemetryConfig):
         _sdk()
@@ -433,17 +435,69 @@ class Telemetry:
         settings = gateway.settings
         self._aliases = dict(settings.aliases)
         self._endpoints = dict(settings.endpoints)
+        self._inbox: deque[TraceRow] = deque()
+        self._cv = threading.Condition()
+        self._busy = False
+        self._stopping = False
+        self.lost = 0  # calls not exported because the export thread was too far behind
+        self._worker = threading.Thread(target=self._work, name="outcrop-otel", daemon=True)
+        self._worker.start()
         self._store.subscribe(self._on_rows)
 
-    # -- the listener (the store's writer thread, or a thread that records directly)
+    # -- the listener, on the store's writer thread (or a thread that records directly) ---
 
     def _on_rows(self, rows: list[TraceRow]) -> None:
-        with self._lock:
-            if self._closed:
+        """Hand the rows to the export thread and return: readers of the store wait for its
+        listeners, so the spans are made elsewhere."""
+        with self._cv:
+            if self._stopping:
                 return
-            for row in rows:
-                self._place(row)
-            self._release_expired(time.monotonic())
+            room = max(0, self.max_queued - len(self._inbox))
+            if len(rows) > room:
+                if not self.lost:
+                    log.warning(
+                        "OpenTelemetry export is %d calls behind; calls beyond that are not "
+                        "exported (no more warnings about it).",
+                        self.max_queued,
+                    )
+                self.lost += len(rows) - room
+                rows = rows[:room]
+            self._inbox.extend(rows)
+            self._cv.notify_all()
+
+    # -- the export thread: rows to spans and measurements ----------------------------------
+
+    def _work(self) -> None:
+        while True:
+            with self._cv:
+                if not self._inbox and not self._stopping:
+                    self._cv.wait(timeout=30.0)  # wakes now and then to send overdue rows
+                if not self._inbox and self._stopping:
+                    return
+                batch = list(self._inbox)
+                self._inbox.clear()
+                self._busy = True
+            try:
+                with self._lock:
+                    for row in batch:
+                        self._place(row)
+                    self._release_expired(time.monotonic())
+            except Exception:
+                log.exception("OpenTelemetry: %d calls could not be turned into spans", len(batch))
+            finally:
+                with self._cv:
+                    self._busy = False
+                    self._cv.notify_all()
+
+    def _drain(self, timeout_s: float) -> None:
+        """Wait until the export thread has made spans of every row handed to it."""
+        deadline = time.monotonic() + timeout_s
+        with self._cv:
+            while (self._inbox or self._busy) and self._worker.is_alive():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cv.wait(timeout=left)
 
     def _place(self, row: TraceRow) -> None:
         parent = row.parent_id
@@ -572,6 +626,7 @@ class Telemetry:
     def flush(self, timeout_s: float = 30.0) -> bool:
         """Send every call recorded so far (waiting for the trace store's queue first)."""
         self._store.flush()
+        self._drain(timeout_s)
         with self._lock:
             self._release_expired(time.monotonic())
         millis = int(timeout_s * 1000)
@@ -585,6 +640,11 @@ class Telemetry:
             return
         self._store.flush()
         self._store.unsubscribe(self._on_rows)
+        self._drain(30.0)
+        with self._cv:
+            self._stopping = True
+            self._cv.notify_all()
+        self._worker.join(timeout=30.0)
         with self._lock:
             for parent in list(self._waiting):
                 self._release(parent)
