@@ -261,6 +261,9 @@ def _line(text: str, loc: list[str | int]) -> int | None:
             for n in range(start + 1, end):
                 if pattern.match(lines[n]):
                     return n + 1
+            sub = next((n for n, name in headers if name == f"{table}.{key}"), None)
+            if sub is not None:  # a table of its own, e.g. [monitor.online_evals]
+                return sub + 1
         return start + 1
     return toml_line(text, ["monitor", *parts])
 
@@ -282,7 +285,9 @@ def parse_monitor(
     try:
         settings = MonitorSettings.model_validate(dict(data))
     except ValidationError as exc:
-        err = exc.errors()[0]
+        errors = exc.errors()
+        # A misspelt key also leaves its real one missing: name the misspelling.
+        err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
         loc: list[str | int] = [p for p in err["loc"] if p not in _BRANCHES]
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
@@ -523,6 +528,8 @@ class OnlineEvaluator:
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop sampling, score what is queued (``timeout`` seconds at most), stop the threads."""
+        if self._started:
+            self.store.flush()  # calls stored before now are offered to the sampler
         self.store.unsubscribe(self._listen)
         if not self._started:
             return
@@ -776,7 +783,7 @@ class OnlineEvaluator:
         with self._lock:
             self._counts["webhook_failures"] += 1
         log.warning(
-            "alert webhook %s failed (%s) after %d tries; %s of %r is stored and shown on the "
+            "alert webhook %s failed (%s; tries: %d); %s of %r is stored and shown on the "
             "Monitor page",
             _shown_url(url),
             why,

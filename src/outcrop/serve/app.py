@@ -39,6 +39,7 @@ from ..errors import (
     UserError,
 )
 from ..gateway import ChatStream, Gateway, TraceInfo, current_api_key
+from ..observe.online import OnlineEvaluator
 from ..observe.otel import install_telemetry, telemetry_config
 from ..types import StreamEvent, Usage
 from .keys import ApiKey, KeyCache
@@ -578,16 +579,21 @@ def create_app(gateway: Gateway | None = None, config: ServeConfig | None = None
     gw = gateway if gateway is not None else Gateway()
     server = _Server(gw, config or ServeConfig())
     otel = telemetry_config(gw.settings)  # [telemetry] or OTEL_* variables; None when off
+    online = OnlineEvaluator.from_gateway(gw)  # [monitor.online_eval] in outcrop.toml, or None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         telemetry = install_telemetry(gw, otel) if otel is not None else None
+        if online is not None:
+            online.start()
         # Model calls run on worker threads; the loop's default pool (CPU count + 4 threads)
         # would hold back concurrent requests to remote models and batched local slots.
         workers = max(32, 4 * server.config.local_slots)
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="outcrop-call")
         asyncio.get_running_loop().set_default_executor(pool)
         yield
+        if online is not None:
+            await asyncio.to_thread(online.close)  # scores what is queued, 10 s at most
         if telemetry is not None:
             await asyncio.to_thread(telemetry.shutdown)  # sends the spans left
         gw.close()  # in-flight requests have finished or been cancelled (and recorded)
@@ -599,6 +605,7 @@ def create_app(gateway: Gateway | None = None, config: ServeConfig | None = None
         lifespan=lifespan,
     )
     app.state.server = server
+    app.state.online = online
 
     def openapi() -> dict[str, Any]:
         # Bad input gets a 400 in OpenAI's error shape, never FastAPI's 422: document that.
@@ -923,7 +930,7 @@ def create_app(gateway: Gateway | None = None, config: ServeConfig | None = None
 
     # The routers of the monitoring API and the pages go last: requests are matched against
     # routes in order, and the OpenAI-compatible routes above carry the traffic.
-    app.include_router(monitor_router(gw, server.caller, ApiError), responses=_ERRORS)
+    app.include_router(monitor_router(gw, server.caller, ApiError, online), responses=_ERRORS)
     app.include_router(ui_router)  # the playground, monitor and trace pages (/ui)
 
     return app

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import InvalidRequestError
 from ..gateway import Gateway
+from ..observe.online import OnlineEvaluator
 
 __all__ = ["monitor_router"]
 
@@ -35,6 +36,70 @@ class RenderPrompt(BaseModel):
 
 class _NotFound(Exception):
     pass
+
+
+class ScoreBucket(BaseModel):
+    start: float
+    count: int = Field(description="Calls scored in the bucket.")
+    mean: float | None
+
+
+class MetricSeries(BaseModel):
+    metric: str
+    kind: str | None = Field(description="The metric it is (a labelled judge: judge).")
+    higher_is_better: bool | None
+    count: int
+    mean: float | None
+    buckets: list[ScoreBucket]
+
+
+class OnlineStatus(BaseModel):
+    """The evaluator of this server (counts since it started); enabled false when off."""
+
+    enabled: bool
+    sample_rate: float | None = None
+    metrics: list[str] = Field(default_factory=list)
+    rules: list[str] = Field(default_factory=list)
+    webhook: bool = False
+    seen: int = 0
+    eligible: int = 0
+    sampled: int = 0
+    dropped: int = 0
+    queued: int = 0
+    scored: int = 0
+    unscored: int = 0
+    failed: int = 0
+    webhook_failures: int = 0
+
+
+class OnlineSummary(BaseModel):
+    since: float
+    until: float
+    bucket: int
+    metrics: list[MetricSeries]
+    status: OnlineStatus
+
+
+class Alert(BaseModel):
+    id: str
+    rule: str
+    metric: str
+    open: bool
+    opened_at: float
+    closed_at: float | None
+    value: float | None = Field(description="The window's mean when the alert opened.")
+    closed_value: float | None = Field(description="The window's mean when it closed.")
+    threshold: float
+    detail: str
+
+
+class AlertList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Alert]
+
+
+_AUTO_BUCKETS = (60, 300, 900, 3600, 21600, 86400, 604800)
+_MEASURES = {"latency_ms", "tokens", "cost"}
 
 
 def _summary_row(trace: Any, feedback: dict[str, Any] | None) -> dict[str, Any]:
@@ -78,9 +143,15 @@ def _totals(calls: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def monitor_router(gateway: Gateway, caller: Any, error: Callable[..., Exception]) -> APIRouter:
+def monitor_router(
+    gateway: Gateway,
+    caller: Any,
+    error: Callable[..., Exception],
+    online: OnlineEvaluator | None = None,
+) -> APIRouter:
     """Routes under /v1 for the dashboard. ``caller`` is the key dependency; ``error`` the
-    server's API error class (status, message, code=…)."""
+    server's API error class (status, message, code=…); ``online`` the server's online
+    evaluator, if it runs one."""
     router = APIRouter(prefix="/v1", tags=["monitor"])
     store = gateway.store
     who = Depends(caller)
@@ -178,5 +249,100 @@ def monitor_router(gateway: Gateway, caller: Any, error: Callable[..., Exception
             "tokens": rendered.tokens,
             "estimated": rendered.estimated,
         }
+
+    @router.get("/monitor/online", response_model=OnlineSummary)
+    async def online_scores(
+        since: float | None = Query(None, description="Start, in seconds since the epoch."),
+        until: float | None = Query(None, description="End (default: now)."),
+        bucket: int | None = Query(None, description="Seconds per point (default: ~60 points)."),
+        model: str | None = None,
+        prompt: str | None = Query(None, description="name or name@version"),
+        key: Any = who,
+    ) -> dict[str, Any]:
+        """Online evaluation: the mean score of sampled live calls per metric and time bucket
+        (default: the last 24 hours), and what the server's evaluator has done."""
+        for name, value in (("since", since), ("until", until)):
+            if value is not None and not math.isfinite(value):
+                raise InvalidRequestError(
+                    f"{name} is a time in seconds since the epoch, e.g. {int(time.time())}; "
+                    f"got {value}",
+                    field=name,
+                )
+        end = time.time() if until is None else until
+        start = end - 86400 if since is None else since
+        span = end - start
+        if not 0 < span <= 8760 * 3600:
+            raise InvalidRequestError(
+                "since must be before until, at most a year (8760 h) apart; got "
+                f"{span / 3600:.6g} h",
+                field="since",
+            )
+        if bucket is None:
+            bucket = next((b for b in _AUTO_BUCKETS if span / b <= 60), _AUTO_BUCKETS[-1])
+        elif bucket < 60 or bucket > span:
+            raise InvalidRequestError(
+                f"bucket must be at least 60 seconds and at most the range ({span:.0f} s); "
+                f"got {bucket}",
+                field="bucket",
+            )
+        count = math.ceil(span / bucket)
+        if count > 1000:
+            raise InvalidRequestError(
+                f"a bucket of {bucket} s makes {count} points over this range, more than 1000; "
+                "choose a bigger bucket",
+                field="bucket",
+            )
+        rows = store.online_scores(
+            start, end, model=model, prompt=prompt, api_key=key.id if key is not None else None
+        )
+        kinds = online.kinds() if online is not None else {}
+        names = list(kinds)
+        names += sorted({r["metric"] for r in rows} - set(names))
+        series = []
+        for name in names:
+            points: list[list[float]] = [[] for _ in range(count)]
+            for r in rows:
+                if r["metric"] == name and r["score"] is not None:
+                    points[min(count - 1, int((r["scored_at"] - start) // bucket))].append(
+                        r["score"]
+                    )
+            every = [v for p in points for v in p]
+            kind = kinds.get(name)
+            series.append(
+                {
+                    "metric": name,
+                    "kind": kind,
+                    "higher_is_better": None if kind is None else kind not in _MEASURES,
+                    "count": len(every),
+                    "mean": math.fsum(every) / len(every) if every else None,
+                    "buckets": [
+                        {
+                            "start": start + i * bucket,
+                            "count": len(p),
+                            "mean": math.fsum(p) / len(p) if p else None,
+                        }
+                        for i, p in enumerate(points)
+                    ],
+                }
+            )
+        status = online.status() if online is not None else {"enabled": False}
+        return {"since": start, "until": end, "bucket": bucket, "metrics": series, "status": status}
+
+    @router.get("/alerts", response_model=AlertList)
+    async def alerts(
+        open_only: bool = Query(False, alias="open", description="Only alerts still open."),
+        limit: int = Query(100, ge=1, le=1000),
+        key: Any = who,
+    ) -> dict[str, Any]:
+        """Alerts raised by online evaluation's rules ([[monitor.alerts]]), newest first."""
+        rows = store.alerts(open_only=open_only, limit=limit)
+        data = [
+            {
+                **{k: r[k] for k in Alert.model_fields if k in r},
+                "open": r["closed_at"] is None,
+            }
+            for r in rows
+        ]
+        return {"object": "list", "data": data}
 
     return router

@@ -1,4 +1,5 @@
-// The monitor: totals and charts from GET /v1/metrics/summary, the latest traces from
+// The monitor: totals and charts from GET /v1/metrics/summary, online evaluation's scores
+// and alerts from GET /v1/monitor/online and GET /v1/alerts, the latest traces from
 // GET /v1/traces. Filters live in the address, so a view can be shared or reloaded.
 
 import { chart } from "./charts.js";
@@ -138,6 +139,152 @@ function showSummary(data) {
   );
 }
 
+// -- online evaluation -------------------------------------------------------------------
+
+const MEASURES = { latency_ms: fmtMs, tokens: fmtInt, cost: fmtCost };
+
+function fmtScore(value) {
+  return value === null || value === undefined ? "—" : Number(value).toFixed(2);
+}
+
+/** How a metric's values read: scores 0..1 with two decimals; measurements in their unit. */
+function formatFor(series) {
+  return MEASURES[series.kind ?? series.metric] || fmtScore;
+}
+
+function showOnlineStatus(status) {
+  const box = $("online-status");
+  if (!status.enabled) {
+    box.replaceChildren(
+      "Off on this server: add [monitor.online_eval] to outcrop.toml to score a share of " +
+        "live calls.",
+    );
+    return;
+  }
+  const share = `${Number((status.sample_rate * 100).toPrecision(3))}%`;
+  const parts = [
+    `scores ${share} of chat calls with ${status.metrics.join(", ")}`,
+    `${fmtInt(status.scored)} scored since the server started`,
+    `${fmtInt(status.queued)} waiting`,
+  ];
+  if (status.dropped) parts.push(`${fmtInt(status.dropped)} dropped (queue full)`);
+  if (status.webhook_failures) parts.push(`${fmtInt(status.webhook_failures)} webhook failures`);
+  box.replaceChildren(parts.join(" · "));
+}
+
+function showOnline(data) {
+  showOnlineStatus(data.status);
+  const withScores = data.metrics;
+  if (!withScores.length) {
+    $("online-totals").replaceChildren(
+      el("p", { class: "hint" }, "No scores in this range yet."),
+    );
+    $("online-charts").replaceChildren();
+    return;
+  }
+  const starts = withScores[0].buckets.map((b) => b.start);
+  $("online-totals").replaceChildren(
+    ...withScores.map((m) =>
+      card(m.metric, formatFor(m)(m.mean), `${fmtInt(m.count)} scores`, "score"),
+    ),
+  );
+  $("online-charts").replaceChildren(
+    ...withScores.map((m) =>
+      chart({
+        title: `${m.metric}${m.higher_is_better === false ? " (lower is better)" : ""}`,
+        starts,
+        bucket: data.bucket,
+        series: [{ name: "mean", values: m.buckets.map((b) => b.mean), cls: "s1" }],
+        format: formatFor(m),
+      }),
+    ),
+  );
+}
+
+function showAlerts(rows) {
+  const box = $("alerts");
+  if (!rows.length) {
+    box.replaceChildren(el("p", { class: "hint" }, "No alerts."));
+    return;
+  }
+  // Open alerts first, then the latest resolved ones.
+  const ordered = [...rows.filter((a) => a.open), ...rows.filter((a) => !a.open)];
+  const head = ["State", "Rule", "What happened", "Opened", "Resolved"];
+  box.replaceChildren(
+    el(
+      "table",
+      { class: "alerts" },
+      el("thead", null, el("tr", null, head.map((h) => el("th", { scope: "col" }, h)))),
+      el(
+        "tbody",
+        null,
+        ordered.map((a) =>
+          el(
+            "tr",
+            { dataset: { alertId: a.id, state: a.open ? "open" : "resolved" } },
+            el(
+              "td",
+              null,
+              el(
+                "span",
+                { class: `badge ${a.open ? "status-error" : "status-ok"}` },
+                a.open ? "open" : "resolved",
+              ),
+            ),
+            el("td", null, a.rule),
+            el(
+              "td",
+              null,
+              a.detail,
+              a.closed_value !== null ? ` — back to ${Number(a.closed_value.toPrecision(4))}` : "",
+            ),
+            el("td", null, fmtTime(a.opened_at)),
+            el("td", null, a.closed_at ? fmtTime(a.closed_at) : "—"),
+          ),
+        ),
+      ),
+    ),
+  );
+}
+
+async function refreshOnline(hours, bucket) {
+  const until = Date.now() / 1000;
+  const span = Number(hours) * 3600;
+  const alerts = api("/v1/alerts?limit=20");
+  let scores = null;
+  if (span > 0 && span <= 8760 * 3600) {
+    const query = new URLSearchParams({ since: String(until - span), until: String(until) });
+    // The dashboard's bucket, unless it makes more points than the scores API gives.
+    if (span / Number(bucket) <= 1000) query.set("bucket", bucket);
+    for (const name of ["model", "prompt"]) {
+      const value = $(name).value.trim();
+      if (value) query.set(name, value);
+    }
+    scores = api(`/v1/monitor/online?${query}`);
+  }
+  const [s, a] = await Promise.allSettled([scores, alerts]);
+  return { scores: scores === null ? null : s, alerts: a };
+}
+
+function showOnlineResults({ scores, alerts }) {
+  if (scores === null) {
+    $("online-error").replaceChildren();
+    $("online-totals").replaceChildren(
+      el("p", { class: "hint" }, "Choose a valid range above to see scores."),
+    );
+    $("online-charts").replaceChildren();
+  } else if (scores.status === "fulfilled") {
+    $("online-error").replaceChildren();
+    showOnline(scores.value);
+  } else {
+    showError($("online-error"), `Online evaluation could not be shown: ${scores.reason.message}`);
+    $("online-totals").replaceChildren();
+    $("online-charts").replaceChildren();
+  }
+  if (alerts.status === "fulfilled") showAlerts(alerts.value.data);
+  else showError($("alerts"), `The alerts could not be listed: ${alerts.reason.message}`);
+}
+
 function feedbackCell(feedback) {
   if (!feedback) return "";
   const mark = feedback.rating === "up" ? "👍" : "👎";
@@ -215,11 +362,13 @@ async function refresh() {
     const value = $(name).value.trim();
     if (value) list.set(name, value);
   }
-  const [s, t] = await Promise.allSettled([
+  const [s, t, o] = await Promise.allSettled([
     api(`/v1/metrics/summary?${summary}`),
     api(`/v1/traces?${list}`),
+    refreshOnline(hours || "24", bucket),
   ]);
   if (mine !== seq) return;
+  if (o.status === "fulfilled") showOnlineResults(o.value);
   if (s.status === "fulfilled") {
     $("summary-error").replaceChildren();
     showSummary(s.value);
