@@ -158,3 +158,23 @@ def test_guardrails_guide_policy_loads(tmp_path: Path):
     path.write_text(block)
     policy = GuardPolicy.from_mapping(load_settings(path).guardrails)
     assert policy.retrieved.injection == "block" and policy.topics[0].name == "medical advice"
+
+
+def test_scale_out_guide_storage_examples_run(postgres_url: str, tmp_path: Path) -> None:
+    from outcrop import Store, load_settings
+    from outcrop.observe.store import StoreError
+
+    text = (DOCS / "scale-out.md").read_text(encoding="utf-8")
+    (toml,) = [b for b in re.findall(r"```toml\n(.*?)```", text, flags=re.S) if "database_url" in b]
+    (tmp_path / "outcrop.toml").write_text(toml)
+    url = load_settings(tmp_path / "outcrop.toml").storage.database_url
+    assert url == "postgresql://outcrop@db.internal:5432/outcrop"
+    (block,) = [b for b in _python_blocks("scale-out.md") if "Store(url)" in b]
+    code = block.replace("postgresql://outcrop:secret@127.0.0.1:5432/outcrop", postgres_url)
+    assert code != block  # the example runs against the test server
+    exec(compile(code, "scale-out.md", "exec"), {})
+    # The start-up error shown is the one outcrop prints.
+    (shown,) = [line.strip() for line in text.splitlines() if "Cannot connect" in line]
+    with pytest.raises(StoreError) as err:
+        Store("postgresql://outcrop:secret@127.0.0.1:1/outcrop")
+    assert shown == "Error: " + str(err.value).replace("127.0.0.1:1", "db.internal:5432")

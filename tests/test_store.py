@@ -248,13 +248,23 @@ def test_eval_runs_results_and_cache(any_store: Store) -> None:
 def test_api_keys_and_their_usage(any_store: Store) -> None:
     store = any_store
     store.add_api_key(
-        key_id="k1", name="app", key_hash="hash1", prefix="oc-ab", scopes="{}", limits="{}",
+        key_id="k1",
+        name="app",
+        key_hash="hash1",
+        prefix="oc-ab",
+        scopes="{}",
+        limits="{}",
         created_at=1.0,
     )
     with pytest.raises(store._engine.integrity_errors):
         store.add_api_key(
-            key_id="k2", name="app", key_hash="hash2", prefix="oc-cd", scopes="{}",
-            limits="{}", created_at=2.0,
+            key_id="k2",
+            name="app",
+            key_hash="hash2",
+            prefix="oc-cd",
+            scopes="{}",
+            limits="{}",
+            created_at=2.0,
         )
     assert [k["name"] for k in store.api_keys()] == ["app"]
     assert store.api_key_by_hash("hash1")["id"] == "k1"  # type: ignore[index]
@@ -290,13 +300,13 @@ def test_feedback_and_calls_since(any_store: Store) -> None:
 
 
 def test_a_bad_location_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(StoreError, match="unknown database scheme 'mysql://'.*postgresql://"):
+    with pytest.raises(StoreError, match=r"unknown database scheme 'mysql://'.*postgresql://"):
         Store("mysql://root@localhost/outcrop")
     with pytest.raises(StoreError, match="sqlite:// needs a file path"):
         Store("sqlite://")
     damaged = tmp_path / "damaged.db"
     damaged.write_bytes(b"not a database" * 100)
-    with pytest.raises(StoreError, match="not a usable outcrop database.*Move it aside"):
+    with pytest.raises(StoreError, match=r"not a usable outcrop database.*Move it aside"):
         Store(damaged)
     assert damaged.read_bytes() == b"not a database" * 100  # left as it was
     assert Store(f"sqlite:///{tmp_path}/by-url.db").path == tmp_path / "by-url.db"
