@@ -428,8 +428,8 @@ class PostgresEngine(Engine):
     def lost(self, exc: BaseException) -> StoreUnavailableError:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         return StoreUnavailableError(
-            f"PostgreSQL at {self.url} stopped answering ({reason}); this call was not "
-            "completed. Try again; if it persists, check the database server."
+            f"PostgreSQL at {self.url} stopped answering ({reason}); this call failed. "
+            "Try again; if it persists, check the database server."
         )
 
     @contextmanager
