@@ -31,6 +31,7 @@ from schemathesis.hooks import HookContext
 
 from outcrop import Gateway, Settings, Store
 from outcrop.errors import InvalidRequestError
+from outcrop.prompts import Prompt, PromptRegistry
 from outcrop.providers.base import EmbeddingResult, ModelInfo, Provider
 from outcrop.providers.testing import FunctionModel
 from outcrop.rag import KnowledgeBase
@@ -178,6 +179,8 @@ def server(store: Store, tmp_path: Path) -> Iterator[LiveServer]:
     kb.close()
     # An agent named like the knowledge base, so one fixed {name} serves both kinds of route.
     agents = {"handbook": {"model": CHAT_MODEL, "tools": ["calculator"], "max_steps": 3}}
+    # And a stored prompt of that name, for GET /v1/prompts/{name}/versions.
+    PromptRegistry(store).record(Prompt(name="handbook", query="{{ question }}"))
     live = LiveServer(create_app(gateway, ServeConfig(max_body_bytes=64 * 1024, agents=agents)))
     # Without TCP_NODELAY on this pre-bound socket, every keep-alive request waits ~40 ms
     # for the client's delayed ACK.
@@ -207,8 +210,13 @@ def test_a_server_with_keys_holds_to_its_openapi_document(server: LiveServer, st
     assert set(run.statuses) == run.operations
     answered = {op for op, codes in run.statuses.items() if any(200 <= c < 300 for c in codes)}
     # Every operation did its work at least once, but those a random id or a random prompt
-    # cannot reach (a trace that exists; a prompt with a query), which have their own tests.
-    unreachable = {op for op in run.operations if "{trace_id}" in op or "prompts/render" in op}
+    # cannot reach (a trace or eval runs that exist; a prompt with a query), which have their
+    # own tests.
+    unreachable = {
+        op
+        for op in run.operations
+        if "{trace_id}" in op or "{run_id}" in op or "evals/compare" in op or "prompts/render" in op
+    }
     assert answered | unreachable == run.operations
 
 

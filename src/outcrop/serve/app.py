@@ -42,6 +42,7 @@ from ..gateway import ChatStream, Gateway, TraceInfo, current_api_key
 from ..observe.online import OnlineEvaluator
 from ..observe.otel import install_telemetry, telemetry_config
 from ..types import StreamEvent, Usage
+from .evals_api import evals_router
 from .keys import ApiKey, KeyCache
 from .limits import Denied, FairQueue, Limiter, QueueFull, QueueTimeout
 from .metrics import Metrics
@@ -56,6 +57,7 @@ from .openai_api import (
     chunk,
     completion,
     event_delta,
+    stored_prompt,
     to_chat_request,
 )
 from .ui import router as ui_router
@@ -731,7 +733,8 @@ def create_app(gateway: Gateway | None = None, config: ServeConfig | None = None
         The header ``x-outcrop-trace-id`` names the call's trace (for feedback)."""
         _check_text(body)
         cap = server.admit(key, body.model)
-        chat_request = to_chat_request(body, cap)
+        prompt = await asyncio.to_thread(stored_prompt, body, gw.store) if body.outcrop else None
+        chat_request = to_chat_request(body, cap, prompt.prompt if prompt else None)
         resolved = gw.resolve(chat_request.model)
         queue = server.queue_for(resolved.id, resolved.provider.name)
         await server.enter(queue)
@@ -741,7 +744,12 @@ def create_app(gateway: Gateway | None = None, config: ServeConfig | None = None
             if queue is not None:
                 queue.release(time.perf_counter() - t0)
 
-        trace = TraceInfo(kind="chat", api_key=key.id if key else None)
+        trace = TraceInfo(
+            kind="chat",
+            api_key=key.id if key else None,
+            prompt_name=prompt.name if prompt else None,
+            prompt_version=prompt.version if prompt else None,
+        )
         try:
             stream = gw.stream(chat_request, trace=trace)
         except BaseException:
@@ -931,6 +939,7 @@ def create_app(gateway: Gateway | None = None, config: ServeConfig | None = None
     # The routers of the monitoring API and the pages go last: requests are matched against
     # routes in order, and the OpenAI-compatible routes above carry the traffic.
     app.include_router(monitor_router(gw, server.caller, ApiError, online), responses=_ERRORS)
+    app.include_router(evals_router(gw, server.caller, ApiError, _JSON_ERRORS), responses=_ERRORS)
     app.include_router(ui_router)  # the playground, monitor and trace pages (/ui)
 
     return app
