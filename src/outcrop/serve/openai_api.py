@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+import jinja2
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..errors import InvalidRequestError
 from ..types import (
@@ -30,6 +31,11 @@ from ..types import (
     validation_error,
 )
 
+if TYPE_CHECKING:
+    from ..observe.store import Store
+    from ..prompts.prompt import Prompt
+    from ..prompts.versions import PromptVersion
+
 __all__ = [
     "ChatCompletion",
     "ChatCompletionRequest",
@@ -37,8 +43,10 @@ __all__ = [
     "EmbeddingRequest",
     "ErrorBody",
     "ModelList",
+    "OutcropExtension",
     "chunk",
     "completion",
+    "stored_prompt",
     "to_chat_request",
 ]
 
@@ -119,6 +127,35 @@ class StreamOptions(_Open):
     include_usage: bool | None = None
 
 
+class OutcropExtension(BaseModel):
+    """outcrop's extension of a chat completion: send a stored prompt version, traced as such."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    prompt: str = Field(
+        min_length=1,
+        max_length=200,
+        description="A stored prompt: NAME (its newest version), NAME@3 or NAME@label. Its "
+        "rendered messages come before `messages`; its options apply unless the request sets "
+        "them; the trace records NAME and the version.",
+    )
+    variables: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="Values for the prompt's variables."
+    )
+
+    @field_validator("variables", mode="before")
+    @classmethod
+    def _scalars(cls, value: object) -> object:
+        if isinstance(value, dict):
+            for name, item in value.items():
+                if not isinstance(item, str | int | float | bool):
+                    got = "null" if item is None else type(item).__name__
+                    raise ValueError(
+                        f"each value is text, a number or true/false; {name!r} is {got}"
+                    )
+        return value
+
+
 class ChatCompletionRequest(_Open):
     """``POST /v1/chat/completions``."""
 
@@ -135,7 +172,9 @@ class ChatCompletionRequest(_Open):
     )
 
     model: str = Field(min_length=1)
-    messages: list[ChatMessageIn] = Field(min_length=1)
+    messages: list[ChatMessageIn] = Field(
+        description="The conversation; may be empty when outcrop.prompt gives the prompt."
+    )
     temperature: float | None = None
     top_p: float | None = None
     max_tokens: int | None = Field(default=None, ge=1)
@@ -149,6 +188,7 @@ class ChatCompletionRequest(_Open):
     tool_choice: Literal["auto", "none", "required"] | ToolChoiceIn | None = None
     response_format: ResponseFormatIn | None = None
     user: str | None = None
+    outcrop: OutcropExtension | None = None
 
 
 class EmbeddingRequest(_Open):
@@ -205,12 +245,55 @@ def _message(i: int, m: ChatMessageIn) -> Message:
         raise validation_error(exc, f"messages[{i}]") from None
 
 
-def to_chat_request(body: ChatCompletionRequest, max_tokens_cap: int | None) -> ChatRequest:
-    """The outcrop request an OpenAI body asks for (``max_tokens`` capped by a budget)."""
+def stored_prompt(body: ChatCompletionRequest, store: Store) -> PromptVersion | None:
+    """The stored prompt version ``outcrop.prompt`` names (None when the body names none)."""
+    if body.outcrop is None:
+        return None
+    from ..prompts.versions import PromptRegistry
+
+    try:
+        return PromptRegistry(store).get(body.outcrop.prompt)
+    except InvalidRequestError as exc:
+        raise InvalidRequestError(f"outcrop.prompt: {exc}", field="outcrop.prompt") from None
+
+
+def _from_prompt(
+    prompt: Prompt, body: ChatCompletionRequest, messages: list[Message]
+) -> dict[str, Any]:
+    """The prompt's messages (then ``messages``), options and output format."""
+    variables = body.outcrop.variables if body.outcrop else {}
+    try:
+        base = prompt.request(variables, model=body.model)
+    except InvalidRequestError as exc:
+        where = "outcrop.variables" if exc.field == "variables" else "outcrop.prompt"
+        raise InvalidRequestError(f"{where}: {exc}", field=where) from None
+    except jinja2.TemplateError as exc:  # a stored template the sandbox cannot compile
+        raise InvalidRequestError(
+            f"outcrop.prompt: its templates cannot be used ({exc})", field="outcrop.prompt"
+        ) from None
+    data: dict[str, Any] = base.options().model_dump(exclude_defaults=True)
+    data["messages"] = [*base.messages, *messages]
+    if base.response_format is not None:
+        data["response_format"] = base.response_format
+    return data
+
+
+def to_chat_request(
+    body: ChatCompletionRequest, max_tokens_cap: int | None, prompt: Prompt | None = None
+) -> ChatRequest:
+    """The outcrop request an OpenAI body asks for (``max_tokens`` capped by a budget), after
+    ``prompt`` when the body names a stored one (its options under the body's)."""
     if body.n not in (None, 1):
         raise InvalidRequestError("n must be 1: outcrop answers one choice per request", field="n")
     messages = [_message(i, m) for i, m in enumerate(body.messages)]
     data: dict[str, Any] = {"model": body.model, "messages": messages}
+    if prompt is not None:
+        data.update(_from_prompt(prompt, body, messages))
+    elif not messages:
+        raise InvalidRequestError(
+            "messages: give at least one message (or outcrop.prompt, a stored prompt to send)",
+            field="messages",
+        )
     for name in ("temperature", "top_p", "seed"):
         value = getattr(body, name)
         if value is not None:
