@@ -105,6 +105,12 @@ async def monitor() -> Response:
     return _file("monitor.html")
 
 
+@router.get("/ui/evals")
+async def evals() -> Response:
+    """Eval runs, a run's matrix and cases, two runs compared, the HTML report."""
+    return _file("evals.html")
+
+
 @router.get("/ui/trace/{trace_id}")
 async def trace(trace_id: str) -> Response:
     """One call; the page reads its id from the address and asks /v1/traces/{id}."""

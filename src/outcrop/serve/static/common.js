@@ -198,6 +198,7 @@ export function fmtTime(epochSeconds) {
 const PAGES = [
   ["playground", "Playground", "/ui/playground"],
   ["monitor", "Monitor", "/ui/monitor"],
+  ["evals", "Evals", "/ui/evals"],
 ];
 
 /** The header: the pages, and the API key field. `onKey` runs after the key changes. */
