@@ -7,6 +7,7 @@ import {
   el,
   events,
   feedbackForm,
+  fmtCost,
   fmtInt,
   fmtMs,
   header,
@@ -46,6 +47,7 @@ async function loadModels() {
     showError(banner, `Could not list the models: ${err.message}`);
   }
   for (const column of columns) column.fillModels();
+  fillVersionModels();
   scheduleRender();
 }
 
@@ -128,23 +130,7 @@ class Column {
     };
     const t0 = performance.now();
     try {
-      const response = await request("/v1/chat/completions", { method: "POST", body, signal });
-      answer.trace(response.headers.get("x-outcrop-trace-id"));
-      for await (const data of events(response)) {
-        if (data.error) {
-          throw new ApiError(data.error.message || "The stream failed.", 0, data.error.code);
-        }
-        if (typeof data.id === "string" && data.id.startsWith("chatcmpl-")) {
-          answer.trace(data.id.slice("chatcmpl-".length));
-        }
-        for (const choice of data.choices || []) {
-          const delta = choice.delta || {};
-          if (delta.content) answer.append(delta.content, performance.now() - t0);
-          if (delta.tool_calls) answer.toolCalls(delta.tool_calls);
-          if (choice.finish_reason) answer.finishReason = choice.finish_reason;
-        }
-        if (data.usage) answer.usage = data.usage;
-      }
+      await streamAnswer(answer, body, signal, t0);
       answer.done(performance.now() - t0);
     } catch (err) {
       if (err.name === "AbortError") {
@@ -160,6 +146,27 @@ class Column {
 }
 
 // -- one streamed answer ------------------------------------------------------------------
+
+/** POST a chat completion with `stream: true` and show it in `answer` as it arrives. */
+async function streamAnswer(answer, body, signal, t0) {
+  const response = await request("/v1/chat/completions", { method: "POST", body, signal });
+  answer.trace(response.headers.get("x-outcrop-trace-id"));
+  for await (const data of events(response)) {
+    if (data.error) {
+      throw new ApiError(data.error.message || "The stream failed.", 0, data.error.code);
+    }
+    if (typeof data.id === "string" && data.id.startsWith("chatcmpl-")) {
+      answer.trace(data.id.slice("chatcmpl-".length));
+    }
+    for (const choice of data.choices || []) {
+      const delta = choice.delta || {};
+      if (delta.content) answer.append(delta.content, performance.now() - t0);
+      if (delta.tool_calls) answer.toolCalls(delta.tool_calls);
+      if (choice.finish_reason) answer.finishReason = choice.finish_reason;
+    }
+    if (data.usage) answer.usage = data.usage;
+  }
+}
 
 class Answer {
   constructor(model) {
@@ -498,9 +505,310 @@ $("p-send").addEventListener("click", async () => {
   else if (!$("p-status").textContent) renderStatus("Write a query first.", "error");
 });
 
+// -- prompt versions side by side ---------------------------------------------------------
+
+const MAX_VERSIONS = 3;
+let storedPrompt = null; // GET /v1/prompts/{name}/versions of the chosen prompt
+let versionsRunning = null;
+let promptsSeq = 0;
+
+function versionsStatus(message) {
+  if (message) showError($("pv-status"), message);
+  else $("pv-status").replaceChildren();
+}
+
+async function loadPrompts() {
+  const select = $("pv-prompt");
+  const chosen = select.value;
+  const note = $("pv-prompt-note");
+  try {
+    const body = await api("/v1/prompts");
+    select.replaceChildren(
+      el("option", { value: "" }, body.data.length ? "choose a prompt" : "no stored prompts"),
+      ...body.data.map((p) =>
+        el("option", { value: p.name }, `${p.name} (${p.versions.length} versions)`),
+      ),
+    );
+    note.textContent = body.problems.length
+      ? `Some prompt files could not be read: ${body.problems.join(" ")}`
+      : body.data.length
+        ? ""
+        : "No prompts yet: write one in prompts/NAME.toml of the project (see docs/prompts.md).";
+    if (chosen && body.data.some((p) => p.name === chosen)) select.value = chosen;
+    else if (body.data.length === 1) select.value = body.data[0].name;
+    if (select.value) await choosePrompt(select.value);
+  } catch (err) {
+    select.replaceChildren(el("option", { value: "" }, "no prompts (see the message)"));
+    note.textContent = "";
+    versionsStatus(`Could not list the stored prompts: ${err.message}`);
+  }
+}
+
+/** The version a reference (name@3, name@label) points at, or null. */
+function versionOf(ref) {
+  if (!storedPrompt) return null;
+  const selector = ref.slice(ref.indexOf("@") + 1);
+  const number = /^\d+$/.test(selector) ? Number(selector) : storedPrompt.labels[selector];
+  return storedPrompt.versions.find((v) => v.version === number) || null;
+}
+
+async function choosePrompt(name) {
+  const mine = ++promptsSeq;
+  storedPrompt = null;
+  $("pv-picks").replaceChildren();
+  $("pv-vars").replaceChildren();
+  if (!name) return;
+  try {
+    const body = await api(`/v1/prompts/${encodeURIComponent(name)}/versions`);
+    if (mine !== promptsSeq) return;
+    storedPrompt = body;
+    versionsStatus("");
+    const newest = body.versions.map((v) => v.ref).reverse();
+    addPick(newest[1] || newest[0]);
+    addPick(newest[0]);
+  } catch (err) {
+    if (mine !== promptsSeq) return;
+    versionsStatus(err.message);
+  }
+}
+
+function addPick(ref) {
+  const box = $("pv-picks");
+  if (!storedPrompt || box.children.length >= MAX_VERSIONS) return;
+  const select = el("select", { class: "pv-version", "aria-label": "Version or label" });
+  const name = storedPrompt.name;
+  select.replaceChildren(
+    ...storedPrompt.versions
+      .slice()
+      .reverse()
+      .map((v) => {
+        const labels = v.labels.length ? ` (${v.labels.join(", ")})` : "";
+        const note = v.note ? ` · ${v.note}` : "";
+        return el("option", { value: v.ref }, `version ${v.version}${labels}${note}`);
+      }),
+    ...Object.entries(storedPrompt.labels).map(([label, version]) =>
+      el("option", { value: `${name}@${label}` }, `label ${label} → version ${version}`),
+    ),
+  );
+  if (ref) select.value = ref;
+  select.addEventListener("change", showVariables);
+  const remove = el("button", { type: "button", class: "small remove" }, "Remove");
+  const row = el("div", { class: "pv-pick" }, select, remove);
+  remove.addEventListener("click", () => {
+    row.remove();
+    updatePicks();
+  });
+  box.append(row);
+  updatePicks();
+}
+
+function picks() {
+  return [...document.querySelectorAll("#pv-picks select.pv-version")].map((s) => s.value);
+}
+
+function updatePicks() {
+  const rows = $("pv-picks").children;
+  for (const row of rows) row.querySelector(".remove").hidden = rows.length <= 2;
+  $("pv-add").disabled = !storedPrompt || rows.length >= MAX_VERSIONS;
+  showVariables();
+}
+
+/** An input for every variable the chosen versions use; typed values are kept. */
+function showVariables() {
+  const box = $("pv-vars");
+  const typed = Object.fromEntries(
+    [...box.querySelectorAll("input")].map((i) => [i.dataset.name, i.value]),
+  );
+  const needed = new Map(); // name → default, if every version that uses it has one
+  for (const ref of picks()) {
+    const version = versionOf(ref);
+    if (!version) continue;
+    for (const name of version.variables) {
+      const fallback = version.defaults[name];
+      if (!needed.has(name)) needed.set(name, fallback ?? null);
+      else if (fallback === undefined) needed.set(name, null);
+    }
+  }
+  if (!needed.size) {
+    box.replaceChildren(el("p", { class: "hint" }, "These versions use no variables."));
+    return;
+  }
+  box.replaceChildren(
+    ...[...needed].map(([name, fallback]) => {
+      const input = el("input", {
+        type: "text",
+        id: `pv-var-${name}`,
+        dataset: { name },
+        placeholder: fallback === null ? "required" : `default: ${fallback}`,
+      });
+      input.value = typed[name] ?? "";
+      return el("label", { for: `pv-var-${name}` }, name, input);
+    }),
+  );
+}
+
+/** The variables a version uses that were filled in, or a problem to show. */
+function variablesFor(version) {
+  const values = {};
+  for (const name of version.variables) {
+    const input = document.querySelector(`#pv-vars input[data-name="${CSS.escape(name)}"]`);
+    const value = input ? input.value : "";
+    if (value !== "") values[name] = value;
+    else if (version.defaults[name] === undefined) {
+      return { problem: `Fill in the variable "${name}" (${version.ref} uses it).` };
+    }
+  }
+  return { values };
+}
+
+class VersionColumn {
+  constructor(ref, version, model) {
+    this.ref = ref;
+    this.version = version;
+    const title = ref === version.ref ? ref : `${ref} → version ${version.version}`;
+    this.rendered = el("pre", { class: "pv-rendered", "aria-label": "Rendered prompt" });
+    this.tokens = el("span", { class: "tokens" });
+    this.answer = new Answer(model);
+    this.node = el(
+      "section",
+      { class: "column pv-column", dataset: { ref, version: String(version.version) } },
+      el("div", { class: "column-head" }, el("strong", null, title)),
+      el(
+        "details",
+        { class: "pv-prompt-text", open: true },
+        el("summary", null, "Rendered prompt ", this.tokens),
+        this.rendered,
+      ),
+      this.answer.node,
+    );
+  }
+
+  async run(model, values, chosen, signal) {
+    const answer = this.answer;
+    try {
+      const shown = await api("/v1/prompts/render", {
+        method: "POST",
+        body: { prompt: this.version.prompt, variables: values, model },
+        signal,
+      });
+      this.rendered.textContent =
+        shown.text ?? shown.messages.map((m) => `[${m.role}]\n${m.content}`).join("\n\n");
+      const estimated = shown.estimated ? " (estimated)" : "";
+      this.tokens.textContent = `${fmtInt(shown.tokens)} tokens${estimated}`;
+    } catch (err) {
+      if (err.name === "AbortError") return answer.stopped();
+      return answer.failed(err.message, err.status);
+    }
+    const body = {
+      model,
+      messages: [],
+      stream: true,
+      stream_options: { include_usage: true },
+      outcrop: { prompt: this.ref, variables: values },
+      ...chosen,
+    };
+    const t0 = performance.now();
+    try {
+      await streamAnswer(answer, body, signal, t0);
+      answer.done(performance.now() - t0);
+    } catch (err) {
+      if (err.name === "AbortError") answer.stopped(performance.now() - t0);
+      else answer.failed(err.message, err.status);
+      return;
+    }
+    if (!answer.traceId) return;
+    try {
+      const found = await api(`/v1/traces/${encodeURIComponent(answer.traceId)}`);
+      const cost = el("span", { class: "cost" }, `cost ${fmtCost(found.trace.cost_usd)}`);
+      answer.meta.insertBefore(cost, answer.meta.querySelector(".trace-link"));
+    } catch {
+      // The answer and its trace link are shown; the cost is a detail.
+    }
+  }
+}
+
+async function runVersions() {
+  if (versionsRunning) return;
+  versionsStatus("");
+  if (!storedPrompt) {
+    versionsStatus("Choose a stored prompt first.");
+    return;
+  }
+  const refs = picks();
+  const versions = refs.map(versionOf);
+  if (refs.length < 2) {
+    versionsStatus("Pick two or three versions to compare.");
+    return;
+  }
+  const numbers = versions.map((v) => v && v.version);
+  const twice = numbers.find((n, i) => numbers.indexOf(n) !== i);
+  if (twice !== undefined) {
+    versionsStatus(
+      `Two of the picks are version ${twice} (a label points at it): pick different versions.`,
+    );
+    return;
+  }
+  const model = $("pv-model").value;
+  if (!model) {
+    versionsStatus("Choose a model first.");
+    return;
+  }
+  const values = [];
+  for (const version of versions) {
+    const got = variablesFor(version);
+    if (got.problem) {
+      versionsStatus(got.problem);
+      return;
+    }
+    values.push(got.values);
+  }
+  const { params: chosen, problems } = params();
+  if (problems.length) {
+    versionsStatus(problems.join(" "));
+    return;
+  }
+  const columnsNow = refs.map((ref, i) => new VersionColumn(ref, versions[i], model));
+  const box = $("pv-results");
+  box.dataset.count = String(columnsNow.length);
+  box.replaceChildren(...columnsNow.map((c) => c.node));
+  versionsRunning = new AbortController();
+  $("pv-run").disabled = true;
+  $("pv-stop").disabled = false;
+  try {
+    await Promise.all(
+      columnsNow.map((c, i) => c.run(model, values[i], chosen, versionsRunning.signal)),
+    );
+  } finally {
+    versionsRunning = null;
+    $("pv-run").disabled = false;
+    $("pv-stop").disabled = true;
+  }
+}
+
+$("pv-prompt").addEventListener("change", (event) => choosePrompt(event.target.value));
+$("pv-add").addEventListener("click", () => addPick(picks().at(-1)));
+$("pv-run").addEventListener("click", runVersions);
+$("pv-stop").addEventListener("click", () => versionsRunning?.abort());
+
+function fillVersionModels() {
+  const select = $("pv-model");
+  const keep = select.value || defaultModel;
+  if (!models.length) {
+    select.replaceChildren(el("option", { value: "" }, "no models"));
+    return;
+  }
+  select.replaceChildren(...models.map((id) => el("option", { value: id }, id)));
+  if (keep && models.includes(keep)) select.value = keep;
+}
+
 // -- start --------------------------------------------------------------------------------
 
-header("playground", loadModels);
+header("playground", () => {
+  loadModels();
+  loadPrompts();
+});
 addColumn();
 setBusy(false);
+updatePicks();
 loadModels();
+loadPrompts();
