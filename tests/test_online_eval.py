@@ -17,7 +17,7 @@ import httpx2 as httpx
 import pytest
 
 from outcrop import Gateway, Settings, Store, load_settings
-from outcrop.errors import ConfigError, InvalidRequestError, ProviderError, UnknownModelError
+from outcrop.errors import ConfigError, InvalidRequestError, ProviderError
 from outcrop.evals.metrics import METRICS, build_metric
 from outcrop.evals.suite import MetricSpec
 from outcrop.gateway import TraceInfo, new_id
@@ -503,8 +503,19 @@ def test_a_judge_model_that_does_not_exist_stops_the_server_from_starting(
         store=store,
         providers={"app": app_model, "judge": judge},
     )
-    with pytest.raises(UnknownModelError, match="jugde:strict"):
+    with pytest.raises(ConfigError) as caught:
         create_app(gateway)
+    assert str(caught.value).startswith("monitor.online_eval.judge_model: Unknown model")
+    assert "'jugde:strict'" in str(caught.value)
+
+    path = Path("outcrop.toml")
+    path.write_text(
+        '[monitor.online_eval]\nsample_rate = 1\nmetrics = ["answer_relevance"]\n'
+        'judge_model = "jugde:strict"\n'
+    )
+    gateway.settings = load_settings(path)
+    with pytest.raises(ConfigError, match=r"outcrop.toml:4: monitor.online_eval.judge_model"):
+        OnlineEvaluator.from_gateway(gateway)
 
 
 def test_the_metrics_named_live_are_the_ones_that_need_no_case() -> None:

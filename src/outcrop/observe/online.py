@@ -192,15 +192,12 @@ class AlertRule(_Strict):
         return mean < self.threshold if self.op == "below" else mean > self.threshold
 
     def detail(self, mean: float, count: int) -> str:
+        scores = f"{count} score{'s' * (count != 1)}"
         if self.window_minutes is None:
-            return (
-                f"mean {self.metric} of the last {count} scores is {mean:.4g}, {self.op} "
-                f"{self.threshold:g}"
-            )
-        return (
-            f"mean {self.metric} over the last {self.window_minutes:g} minutes ({count} scores) "
-            f"is {mean:.4g}, {self.op} {self.threshold:g}"
-        )
+            where = f"of the last {scores}"
+        else:
+            where = f"over the last {self.window_minutes:g} minutes ({scores})"
+        return f"mean {self.metric} {where} is {mean:.4g}, {self.op} {self.threshold:g}"
 
 
 class MonitorSettings(_Strict):
@@ -472,10 +469,20 @@ class OnlineEvaluator:
         specs = self.config.metric_specs()
         self.metrics: list[Metric] = [build_metric(s) for s in specs]
         # A model that does not exist stops the server from starting, not every score.
-        judges = [m for m in self.metrics if m.is_judge]
-        for model in {s.model for s in specs if s.model} | {self.config.judge_model}:
-            if model is not None or judges:
+        models: list[tuple[str | None, list[str | int]]] = [
+            (s.model, ["online_eval", "metrics", i]) for i, s in enumerate(specs) if s.model
+        ]
+        if self.config.judge_model is not None:
+            models.append((self.config.judge_model, ["online_eval", "judge_model"]))
+        elif any(m.is_judge and not s.model for m, s in zip(self.metrics, specs, strict=True)):
+            models.append((None, ["online_eval", "judge_model"]))  # the default model judges
+        for model, loc in models:
+            try:
                 gateway.resolve(model)
+            except OutcropError as exc:
+                path = gateway.settings.path
+                text = path.read_text(encoding="utf-8") if path is not None else None
+                raise _fail(str(exc), loc, path, text) from None
         self._queue: queue.Queue[TraceRow] = queue.Queue(maxsize=self.config.queue_size)
         self._hooks: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=1000)
         self._lock = threading.Lock()
