@@ -205,3 +205,16 @@ def test_home_that_is_a_file_is_one_clear_line(capsys, monkeypatch, tmp_path: Pa
     code, _, err = run(capsys, "logs")
     assert code == 1
     assert "is not a folder" in err
+
+
+def test_logs_path_names_the_postgresql_store(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch, capsys
+):
+    monkeypatch.setenv("OUTCROP_DATABASE_URL", postgres_url)
+    code, out, _ = run(capsys, "logs", "path")
+    assert code == 0
+    store = Store(postgres_url)
+    try:
+        assert out.strip() == store.url and out.startswith("postgresql://")
+    finally:
+        store.close()

@@ -144,5 +144,6 @@ def usage(obj: Ctx, days: int | None, as_json: bool) -> None:
 @logs.command("path")
 @pass_ctx
 def logs_path(obj: Ctx) -> None:
-    """Print where the log database lives (open it with any SQLite tool)."""
-    click.echo(str(obj.gateway.store.path))
+    """Print where the log database lives: the SQLite file, or the PostgreSQL URL (no password)."""
+    store = obj.gateway.store
+    click.echo(str(store.path) if store.path is not None else store.url)
