@@ -113,7 +113,8 @@ export function chart({ title, starts, bucket, series, kind = "lines", format = 
     });
     flush();
   });
-  const empty = !all.some((v) => v);
+  // Bars of zero are nothing to show; a line at zero (a judge mean of 0) is a reading.
+  const empty = kind === "bars" ? !all.some((v) => v) : !all.length;
   if (empty) {
     marks.push(
       svg(
