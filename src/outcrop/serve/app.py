@@ -41,10 +41,10 @@ from ..errors import (
 from ..gateway import ChatStream, Gateway, TraceInfo, current_api_key
 from ..observe.online import OnlineEvaluator
 from ..observe.otel import install_telemetry, telemetry_config
-from ..types import StreamEvent, Usage
+from ..types import StreamEvent, Usage, estimate_tokens
 from .evals_api import evals_router
 from .keys import ApiKey, KeyCache
-from .limits import Denied, FairQueue, Limiter, QueueFull, QueueTimeout
+from .limits import Call, Denied, FairQueue, Grant, QueueFull, QueueTimeout, limits_for
 from .metrics import Metrics
 from .monitor import monitor_router
 from .openai_api import (
@@ -369,7 +369,7 @@ class _Server:
     def __init__(self, gateway: Gateway, config: ServeConfig):
         self.gateway = gateway
         self.config = config
-        self.limiter = Limiter(gateway.store)
+        self.limiter = limits_for(gateway.store, gateway.settings)  # OUTCROP_REDIS_URL: shared
         self.keys = KeyCache(gateway.store)
         self.metrics = Metrics()
         self.metrics.follow(gateway.store)  # every traced call, by model, prompt and key
@@ -420,8 +420,28 @@ class _Server:
         return key
 
     def admit(self, key: ApiKey | None, model: str | None = None) -> int | None:
+        return self._admit(key, model).cap
+
+    async def admit_call(
+        self,
+        key: ApiKey | None,
+        model: str | None = None,
+        body: ChatCompletionRequest | None = None,
+    ) -> Grant:
+        """Check the key's limits (off the event loop when replicas share them). For a chat
+        completion's ``body``, a shared backend holds the call's share of the key's budgets
+        until the call is settled."""
         if key is None:
-            return None
+            return Grant()
+        if self.limiter.shared:
+            return await asyncio.to_thread(self._admit, key, model, body)
+        return self._admit(key, model)
+
+    def _admit(
+        self, key: ApiKey | None, model: str | None, body: ChatCompletionRequest | None = None
+    ) -> Grant:
+        if key is None:
+            return Grant()
         if model is not None and not key.allows_model(model):
             raise ApiError(
                 403,
@@ -430,23 +450,44 @@ class _Server:
                 code="model_not_allowed",
                 param="model",
             )
+        call = self._call(key, model, body) if body is not None else None
         try:
-            return self.limiter.admit(key)
+            return self.limiter.admit(key, call)
         except Denied as denied:
             self.metrics.reject(denied.code)
             raise ApiError(
                 denied.status,
                 denied.message,
-                type_="rate_limit_error"
-                if denied.code == "rate_limit_exceeded"
-                else "insufficient_quota",
+                type_=denied.type,
                 code=denied.code,
                 retry_after=denied.retry_after,
             ) from None
 
+    def _call(self, key: ApiKey, model: str | None, body: ChatCompletionRequest) -> Call:
+        """What a chat completion asks of the key's budgets: its max_tokens, its prompt (four
+        characters a token and four a message, as Gateway.render estimates) and prices."""
+        asked = body.max_completion_tokens
+        limits = key.limits
+        dollars = bool(limits.usd_per_day or limits.usd_per_month)
+        if not (dollars or limits.tokens_per_day or limits.tokens_per_month):
+            return Call(body.max_tokens if asked is None else asked)
+        prompt = sum(estimate_tokens(m.text) + 4 for m in to_chat_request(body, None).messages)
+        prices = self._prices(model) if dollars else (None, None)
+        return Call(body.max_tokens if asked is None else asked, prompt, *prices)
+
+    def _prices(self, model: str | None) -> tuple[float | None, float | None]:
+        """The price of one input and one output token of ``model`` (None: unknown)."""
+        try:
+            resolved = self.gateway.resolve(model)
+            cost_in = resolved.provider.cost(resolved.name, Usage(input_tokens=1_000_000))
+            cost_out = resolved.provider.cost(resolved.name, Usage(output_tokens=1_000_000))
+        except OutcropError:
+            return None, None
+        return (cost_in / 1e6 if cost_in else None), (cost_out / 1e6 if cost_out else None)
+
     def spent(self, key: ApiKey | None, model: str, usage: Usage) -> None:
         if key is not None:
-            self.limiter.spent(key, usage.input_tokens + usage.output_tokens)
+            self.limiter.settle(Grant(key), usage.input_tokens + usage.output_tokens)
 
     async def enter(self, queue: FairQueue | None) -> None:
         if queue is None:
@@ -599,6 +640,7 @@ def create_app(gateway: Gateway | None = None, config: ServeConfig | None = None
         if telemetry is not None:
             await asyncio.to_thread(telemetry.shutdown)  # sends the spans left
         gw.close()  # in-flight requests have finished or been cancelled (and recorded)
+        server.limiter.close()
 
     app = FastAPI(
         title="outcrop",
@@ -732,12 +774,18 @@ def create_app(gateway: Gateway | None = None, config: ServeConfig | None = None
         """Chat completions, plain or streamed (SSE), with tools and JSON-schema output.
         The header ``x-outcrop-trace-id`` names the call's trace (for feedback)."""
         _check_text(body)
-        cap = server.admit(key, body.model)
-        prompt = await asyncio.to_thread(stored_prompt, body, gw.store) if body.outcrop else None
-        chat_request = to_chat_request(body, cap, prompt.prompt if prompt else None)
-        resolved = gw.resolve(chat_request.model)
-        queue = server.queue_for(resolved.id, resolved.provider.name)
-        await server.enter(queue)
+        grant = await server.admit_call(key, body.model, body)
+        try:
+            prompt = (
+                await asyncio.to_thread(stored_prompt, body, gw.store) if body.outcrop else None
+            )
+            chat_request = to_chat_request(body, grant.cap, prompt.prompt if prompt else None)
+            resolved = gw.resolve(chat_request.model)
+            queue = server.queue_for(resolved.id, resolved.provider.name)
+            await server.enter(queue)
+        except BaseException:
+            server.limiter.settle(grant, 0)  # gives back what it held
+            raise
         t0 = time.perf_counter()
 
         def release() -> None:
@@ -754,7 +802,9 @@ def create_app(gateway: Gateway | None = None, config: ServeConfig | None = None
             stream = gw.stream(chat_request, trace=trace)
         except BaseException:
             release()
+            server.limiter.settle(grant, 0)
             raise
+        server.limiter.bind(grant, stream.trace_id)  # its trace row settles what it holds
         reply.headers["x-outcrop-trace-id"] = stream.trace_id
         if not body.stream:
             try:
@@ -786,7 +836,7 @@ def create_app(gateway: Gateway | None = None, config: ServeConfig | None = None
     async def embeddings(body: EmbeddingRequest, key: ApiKey | None = caller) -> dict[str, Any]:
         """Embeddings (float lists or base64 float32)."""
         _check_text(body)
-        server.admit(key, body.model)
+        await server.admit_call(key, body.model)
         texts = [body.input] if isinstance(body.input, str) else body.input
         if not texts or any(not t for t in texts):
             raise ApiError(400, "input: give one or more non-empty texts", param="input")
@@ -834,7 +884,7 @@ def create_app(gateway: Gateway | None = None, config: ServeConfig | None = None
     async def kb_search(name: str, body: KBSearch, key: ApiKey | None = caller) -> dict[str, Any]:
         """Hybrid search; every result carries its score per stage."""
         _check_text(body)
-        server.admit(key)
+        await server.admit_call(key)
         base = _kb(name, key)
         try:
             hits = await asyncio.to_thread(
@@ -854,7 +904,7 @@ def create_app(gateway: Gateway | None = None, config: ServeConfig | None = None
         """An answer from the knowledge base that cites its sources."""
         _check_text(body)
         model = body.model or gw.settings.default_model
-        server.admit(key, model)
+        await server.admit_call(key, model)
         base = _kb(name, key)
         resolved = gw.resolve(model)
         queue = server.queue_for(resolved.id, resolved.provider.name)
@@ -883,7 +933,7 @@ def create_app(gateway: Gateway | None = None, config: ServeConfig | None = None
                 404, f"No agent named {name!r}; agents: {known}.", code="agent_not_found"
             )
         model = body.model or spec.get("model") or gw.settings.default_model
-        server.admit(key, model)
+        await server.admit_call(key, model)
         from ..agents import Agent
         from ..agents.builtin import calculator, current_datetime, kb_search_tool
 

@@ -6,6 +6,11 @@ call a key makes is a trace row carrying the key's id — so a budget counts
 streamed calls exactly as plain ones, cancelled streams with their partial usage
 included. Before a call starts, a token budget also caps its ``max_tokens`` to
 what is left, so a call cannot overrun the budget by more than its prompt.
+
+Where these are kept is a backend behind :class:`Limits`: :class:`Limiter`, in this
+process (the default), or :class:`~outcrop.serve.redis_limits.RedisLimits`, in Redis,
+so that several ``outcrop serve`` replicas enforce one limit. :func:`limits_for` picks
+one from ``OUTCROP_REDIS_URL`` (or ``[storage] redis_url`` in outcrop.toml).
 """
 
 from __future__ import annotations
@@ -13,16 +18,29 @@ from __future__ import annotations
 import asyncio
 import calendar
 import contextlib
+import os
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..config import Settings
 from ..observe.store import Store
 from .keys import ApiKey
 
-__all__ = ["Denied", "FairQueue", "Limiter", "QueueFull", "QueueTimeout"]
+__all__ = [
+    "Call",
+    "Denied",
+    "FairQueue",
+    "Grant",
+    "Limiter",
+    "Limits",
+    "QueueFull",
+    "QueueTimeout",
+    "limits_for",
+]
 
 
 @dataclass
@@ -33,6 +51,33 @@ class Denied(Exception):
     message: str
     code: str
     retry_after: float | None = None
+
+    @property
+    def type(self) -> str:
+        """The error type of the OpenAI error body."""
+        if self.status >= 500:
+            return "server_error"
+        return "insufficient_quota" if self.code == "insufficient_quota" else "rate_limit_error"
+
+
+@dataclass(frozen=True)
+class Call:
+    """What a chat call asks of a key's budgets, for a backend that holds them while it runs."""
+
+    max_tokens: int | None = None  # what it asked to write (None: it did not say)
+    prompt_tokens: int = 0  # about how long its prompt is
+    usd_per_input_token: float | None = None  # its model's prices (None: unknown)
+    usd_per_output_token: float | None = None
+
+
+@dataclass
+class Grant:
+    """What :meth:`Limits.admit` allowed one call."""
+
+    key: ApiKey | None = None
+    cap: int | None = None  # the most tokens the call may use (None: no token budget)
+    hold: str | None = None  # a reservation against the budgets, settled after the call
+    trace_id: str | None = None  # the call's trace row, once it has one (see Limits.bind)
 
 
 def _day_start(now: float) -> float:
@@ -45,8 +90,67 @@ def _month_start(now: float) -> float:
     return float(calendar.timegm((t.tm_year, t.tm_mon, 1, 0, 0, 0)))
 
 
-class Limiter:
-    """Checks a key's rate limits and budgets before a call; learns its tokens after."""
+class Limits(ABC):
+    """Where a server keeps rate limits and budgets: checked before each call, settled after.
+
+    A call is admitted (:meth:`admit`), the trace it will be recorded under is bound to
+    what it was granted (:meth:`bind`), and when it is over :meth:`settle` learns its
+    tokens. A backend may hold part of a budget for a call while it runs; the call's
+    trace row, or :meth:`settle` for a call that never started, gives it back.
+    """
+
+    #: True for a backend that replicas share: a check is a network round trip (the server
+    #: runs it off the event loop), and a chat call holds its share of the budgets while it
+    #: runs (the server describes it with a :class:`Call`).
+    shared: bool = False
+
+    @abstractmethod
+    def admit(self, key: ApiKey, call: Call | None = None) -> Grant:
+        """Count a request against ``key``; raises :class:`Denied` over a limit.
+
+        With ``call`` (chat completions), a shared backend holds the call's prompt and
+        ``max_tokens`` — capped to what is left — of the key's budgets until it is over."""
+
+    def bind(self, grant: Grant, trace_id: str) -> None:
+        """The call's trace row will be recorded under ``trace_id``."""
+        grant.trace_id = trace_id
+
+    @abstractmethod
+    def settle(self, grant: Grant, tokens: int) -> None:
+        """The call is over and used ``tokens`` (0 for a call that failed or never ran)."""
+
+    def close(self) -> None:
+        """Release what the backend holds (connections, store listeners)."""
+        return None
+
+
+def limits_for(store: Store, settings: Settings | None = None) -> Limits:
+    """The backend ``OUTCROP_REDIS_URL`` or ``[storage] redis_url`` asks for: Redis when a
+    URL is set (checked now, so a wrong one stops the server at start-up), else in-process.
+
+    ``OUTCROP_REDIS_PREFIX`` (default ``outcrop:``) starts every Redis key, so that
+    several deployments can share one Redis."""
+    url = os.environ.get("OUTCROP_REDIS_URL") or _setting(settings, "redis_url")
+    if not url:
+        return Limiter(store)
+    from .redis_limits import RedisLimits
+
+    prefix = os.environ.get("OUTCROP_REDIS_PREFIX") or _setting(settings, "redis_prefix")
+    return RedisLimits(url, store, prefix=prefix or "outcrop:")
+
+
+def _setting(settings: Settings | None, name: str) -> str | None:
+    storage = getattr(settings, "storage", None)
+    value = getattr(storage, name, None)
+    if value is None and isinstance(storage, dict):
+        value = storage.get(name)
+    return str(value) if value else None
+
+
+class Limiter(Limits):
+    """Checks a key's rate limits and budgets before a call; learns its tokens after.
+
+    Everything is kept in this process; budgets are read from the trace ledger."""
 
     def __init__(self, store: Store, clock: Callable[[], float] = time.time):
         self.store = store
@@ -55,10 +159,11 @@ class Limiter:
         self._requests: dict[str, deque[float]] = {}
         self._tokens: dict[str, deque[tuple[float, int]]] = {}
 
-    def admit(self, key: ApiKey) -> int | None:
+    def admit(self, key: ApiKey, call: Call | None = None) -> Grant:
         """Count a request against ``key``; raises :class:`Denied` over a limit.
 
-        Returns the most tokens the call may use (``None``: no token budget)."""
+        The grant's ``cap`` is the most tokens the call may use (``None``: no token
+        budget). Nothing is held: concurrent calls each see what finished calls left."""
         limits = key.limits
         now = self.clock()
         with self._lock:
@@ -114,7 +219,11 @@ class Limiter:
                     f"${usd_limit:.2f} this {per}.",
                     "insufficient_quota",
                 )
-        return min(left) if left else None
+        return Grant(key, min(left) if left else None)
+
+    def settle(self, grant: Grant, tokens: int) -> None:
+        if grant.key is not None:
+            self.spent(grant.key, tokens)
 
     def _undo(self, key_id: str, at: float) -> None:
         with self._lock:
