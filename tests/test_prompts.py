@@ -108,6 +108,10 @@ def test_templates_are_sandboxed_and_errors_name_the_field():
         Prompt(query="{{ ''.__class__.__mro__[1].__subclasses__() }}").messages()
     with pytest.raises(InvalidRequestError, match=r"instructions: template error"):
         Prompt(query="q", instructions="{% if %}").messages()
+    with pytest.raises(
+        InvalidRequestError, match=r"query: template error.*No filter named 'shout'"
+    ):
+        Prompt(query="{{ question | shout }}").messages({"question": "x"})
 
 
 # -- files -----------------------------------------------------------------

@@ -143,12 +143,13 @@ class Prompt(_Model):
         for where, template in self._templates().items():
             try:
                 parsed = _env.parse(template)
+                # Unknown filters and tests are found here, not by parse().
+                names |= jinja2.meta.find_undeclared_variables(parsed)
             except jinja2.TemplateSyntaxError as exc:
                 raise InvalidRequestError(
                     f"{where}: template error on its line {exc.lineno}: {exc.message}",
                     field=where,
                 ) from None
-            names |= jinja2.meta.find_undeclared_variables(parsed)
         return names
 
     def bind(self, values: dict[str, Any] | None = None) -> dict[str, Any]:
