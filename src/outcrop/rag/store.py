@@ -1,4 +1,9 @@
-"""One SQLite file per knowledge base: documents, chunks, FTS5 (BM25) and float32 vectors.
+"""The storage of a knowledge base: one interface, one implementation per engine.
+
+:class:`KnowledgeStore` is what :class:`~outcrop.rag.kb.KnowledgeBase` needs from its
+storage. :class:`KBStore` keeps one SQLite file per knowledge base (documents, chunks,
+FTS5 for BM25, float32 vectors); ``outcrop.rag.pgstore.PgKBStore`` keeps it in
+PostgreSQL with pgvector. The same tests run against both.
 
 Writes are transactional, a batch of documents at a time: a process killed in
 the middle of ``add`` leaves every document either fully indexed or not at all,
@@ -8,21 +13,31 @@ and the next ``add`` picks up where it stopped (content hashes tell what is done
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import UserError
+from ..errors import InvalidRequestError, UserError
 
-__all__ = ["ChunkRow", "DocumentRow", "KBStore", "NewChunk"]
+__all__ = [
+    "ChunkRow",
+    "DocumentItem",
+    "DocumentRow",
+    "KBStore",
+    "KnowledgeStore",
+    "NewChunk",
+    "check_filters",
+    "copy_documents",
+]
 
 SCHEMA_VERSION = "1"
 
@@ -64,8 +79,133 @@ class NewChunk:
     tokens: int
 
 
+# (origin, source, hash, title, metadata, text, chunks): one document as it is written.
+DocumentItem = tuple[str, str, str, str | None, dict[str, Any], str, list[NewChunk]]
+
+_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class KnowledgeStore(Protocol):
+    """What a knowledge base needs from its storage, whatever the engine.
+
+    Chunk ids are the store's own; scores are "higher is better". ``searches_vectors``
+    says whether :meth:`nearest` runs inside the store's engine (PostgreSQL: pgvector, with
+    the filters in the same query); when it is false the knowledge base searches the
+    vectors in process (an exact matrix product, or an HNSW index past a threshold).
+    """
+
+    engine: str
+    searches_vectors: bool
+
+    @property
+    def location(self) -> str:
+        """Where the knowledge base lives, for people (never a password)."""
+        ...
+
+    def close(self) -> None: ...
+
+    def meta(self) -> dict[str, str]: ...
+
+    def set_meta(self, **values: str) -> None: ...
+
+    def generation(self) -> int:
+        """A counter that changes whenever the chunks change."""
+        ...
+
+    def documents(self, origin: str | None = None) -> list[DocumentRow]: ...
+
+    def document_text(self, document_id: int) -> str: ...
+
+    def read_documents(
+        self, document_ids: Sequence[int]
+    ) -> tuple[list[DocumentItem], npt.NDArray[np.float32]]:
+        """Documents as :meth:`replace_documents` takes them, with their vectors: a copy."""
+        ...
+
+    def replace_documents(
+        self, items: Sequence[DocumentItem], vectors: npt.NDArray[np.float32]
+    ) -> None: ...
+
+    def delete_documents(self, keys: Sequence[tuple[str, str]]) -> int: ...
+
+    def counts(self) -> tuple[int, int, int]: ...
+
+    def vectors(self, dimensions: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]: ...
+
+    def nearest(
+        self,
+        query_vector: npt.NDArray[np.float32],
+        limit: int,
+        filters: Mapping[str, str] | None = None,
+    ) -> list[tuple[int, float]]:
+        """Chunk ids by cosine similarity to ``query_vector`` (exact when filtered)."""
+        ...
+
+    def bm25(
+        self,
+        match: str,
+        limit: int,
+        allowed: set[int] | None = None,
+        filters: Mapping[str, str] | None = None,
+    ) -> list[tuple[int, float]]:
+        """Chunk ids by BM25 for ``match``: quoted words joined by OR, e.g. '"a" OR "b"'."""
+        ...
+
+    def chunk_ids_matching(self, filters: Mapping[str, str]) -> set[int]: ...
+
+    def chunks(self, ids: Sequence[int]) -> dict[int, ChunkRow]: ...
+
+    def chunk_vectors(self, ids: Sequence[int], dimensions: int) -> npt.NDArray[np.float32]: ...
+
+
+def check_filters(filters: Mapping[str, str]) -> None:
+    """Refuse filter keys that are not plain field names (they reach SQL as JSON paths)."""
+    for key in filters:
+        if key not in ("source", "title") and not _FIELD.match(key):
+            raise InvalidRequestError(f"Filter key {key!r} is not a field name", field=key)
+
+
+def copy_documents(
+    source: KnowledgeStore,
+    target: KnowledgeStore,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    batch_chunks: int = 512,
+) -> int:
+    """Copy every document of ``source`` with its chunks and vectors into ``target`` (nothing
+    is re-embedded), a transaction per batch. Documents ``target`` already holds with the
+    same content hash are skipped, so a copy that was stopped resumes where it stopped;
+    documents ``target`` holds that ``source`` does not are removed. Returns how many
+    documents were written."""
+    wanted = source.documents()
+    have = {(d.origin, d.source): d.hash for d in target.documents()}
+    gone = set(have) - {(d.origin, d.source) for d in wanted}
+    if gone:
+        target.delete_documents(sorted(gone))
+    todo = [d for d in wanted if have.get((d.origin, d.source)) != d.hash]
+    done = len(wanted) - len(todo)
+    if progress is not None:
+        progress(done, len(wanted))
+    batch: list[int] = []
+    size = 0
+    for n, document in enumerate(todo, 1):
+        batch.append(document.id)
+        size += max(document.chunks, 1)
+        if size >= batch_chunks or n == len(todo):
+            items, vectors = source.read_documents(batch)
+            target.replace_documents(items, vectors)
+            if progress is not None:
+                progress(done + n, len(wanted))
+            batch, size = [], 0
+    return len(todo)
+
+
 class KBStore:
-    """The storage of one knowledge base. Safe to share between threads of one process."""
+    """The storage of one knowledge base in one SQLite file. Safe to share between threads
+    of one process."""
+
+    engine = "sqlite"
+    searches_vectors = False
 
     def __init__(self, path: Path):
         self.path = path
@@ -143,6 +283,10 @@ class KBStore:
                 raise
             self._db.execute("COMMIT")
 
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
@@ -206,9 +350,36 @@ class KBStore:
             ).fetchone()
         return str(row[0]) if row else ""
 
+    def read_documents(
+        self, document_ids: Sequence[int]
+    ) -> tuple[list[DocumentItem], npt.NDArray[np.float32]]:
+        items: list[DocumentItem] = []
+        vectors: list[npt.NDArray[np.float32]] = []
+        with self._lock:
+            for document_id in document_ids:
+                doc = self._db.execute(
+                    "SELECT origin, source, hash, title, metadata, text FROM documents "
+                    "WHERE id = ?",
+                    (document_id,),
+                ).fetchone()
+                if doc is None:
+                    continue
+                chunks = []
+                for r in self._db.execute(
+                    "SELECT idx, text, start, end, heading_path, tokens, vector FROM chunks "
+                    "WHERE document_id = ? ORDER BY id",
+                    (document_id,),
+                ):
+                    chunks.append(NewChunk(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5]))
+                    vectors.append(np.frombuffer(r[6], dtype=np.float32))
+                items.append((doc[0], doc[1], doc[2], doc[3], json.loads(doc[4]), doc[5], chunks))
+        if not vectors:
+            return items, np.zeros((0, 0), dtype=np.float32)
+        return items, np.stack(vectors).astype(np.float32)
+
     def replace_documents(
         self,
-        items: Sequence[tuple[str, str, str, str | None, dict[str, Any], str, list[NewChunk]]],
+        items: Sequence[DocumentItem],
         vectors: npt.NDArray[np.float32],
     ) -> None:
         """Write documents with their chunks and vectors, replacing earlier versions, atomically.
@@ -301,11 +472,35 @@ class KBStore:
         matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
         return ids, matrix.reshape(len(rows), dimensions) if rows else matrix.reshape(0, dimensions)
 
+    def nearest(
+        self,
+        query_vector: npt.NDArray[np.float32],
+        limit: int,
+        filters: Mapping[str, str] | None = None,
+    ) -> list[tuple[int, float]]:
+        """Exact search over every vector (the knowledge base caches the matrix instead)."""
+        ids, matrix = self.vectors(int(query_vector.shape[0]))
+        scores = matrix @ query_vector
+        if filters:
+            allowed = self.chunk_ids_matching(filters)
+            mask = np.isin(ids, np.fromiter(allowed, dtype=np.int64, count=len(allowed)))
+            scores = np.where(mask, scores, -np.inf)
+        order = np.argsort(-scores, kind="stable")[:limit]
+        return [(int(ids[i]), float(scores[i])) for i in order if np.isfinite(scores[i])]
+
     def bm25(
-        self, match: str, limit: int, allowed: set[int] | None = None
+        self,
+        match: str,
+        limit: int,
+        allowed: set[int] | None = None,
+        filters: Mapping[str, str] | None = None,
     ) -> list[tuple[int, float]]:
         """Chunk ids by BM25 for an FTS5 match expression; higher score is better.
-        ``allowed`` restricts the ranking to those chunks (inside SQL, so none are missed)."""
+        ``allowed`` (and ``filters``) restrict the ranking to those chunks (inside SQL, so
+        none are missed)."""
+        if filters:
+            matching = self.chunk_ids_matching(filters)
+            allowed = matching if allowed is None else allowed & matching
         with self._lock:
             if allowed is None:
                 rows = self._db.execute(
@@ -371,6 +566,21 @@ class KBStore:
         if not ids:
             return np.zeros((0, dimensions), dtype=np.float32)
         return np.stack([found[i] for i in ids]).astype(np.float32)
+
+    def chunk_ids_matching(self, filters: Mapping[str, str]) -> set[int]:
+        """Chunks of the documents that match every filter: ``source`` takes a glob, ``title``
+        an exact title, other keys match document metadata (numbers as their text)."""
+        check_filters(filters)
+        clauses, args = [], []
+        for key, value in filters.items():
+            if key == "source":
+                clauses.append("d.source GLOB ?")
+            elif key == "title":
+                clauses.append("d.title = ?")
+            else:
+                clauses.append(f"CAST(json_extract(d.metadata, '$.{key}') AS TEXT) = ?")
+            args.append(value)
+        return self.filtered_chunk_ids(" AND ".join(clauses) or "1", args)
 
     def filtered_chunk_ids(self, where: str, args: Sequence[Any]) -> set[int]:
         with self._lock:
