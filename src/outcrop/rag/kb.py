@@ -8,6 +8,12 @@
         print(hit.score, hit.chunk.source, hit.scores)
     answer = kb.ask("How do I reset my password?")
     print(answer.text, [c.source for c in answer.citations])
+
+A knowledge base lives in one SQLite file (``$OUTCROP_HOME/kb/NAME.db``) or in a
+PostgreSQL database with pgvector (``engine="postgres"``; the configured
+``OUTCROP_DATABASE_URL`` makes that the default), behind one store interface
+(:class:`~outcrop.rag.store.KnowledgeStore`); :meth:`KnowledgeBase.copy` moves one
+between engines without re-embedding.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import os
 import re
 import shutil
 import threading
@@ -28,21 +35,25 @@ import numpy as np
 import numpy.typing as npt
 
 from ..config import home
-from ..errors import InvalidRequestError, UserError
+from ..errors import InvalidRequestError, MissingExtraError, UserError
 from .chunking import ChunkingSettings, chunk_text
 from .loaders import LoadedDocument, LoadOptions, LoadProblem, load_file, load_path
-from .store import ChunkRow, KBStore, NewChunk
+from .rerank import fuse, reranker_for
+from .store import ChunkRow, KBStore, KnowledgeStore, NewChunk, check_filters, copy_documents
 
 if TYPE_CHECKING:
     from ..embeddings.base import Embedder
     from ..gateway import Gateway
+    from .pgstore import PgKBStore
 
 __all__ = [
+    "ENGINES",
     "AddReport",
     "Answer",
     "Citation",
     "KnowledgeBase",
     "SearchResult",
+    "database_url",
     "kb_names",
 ]
 
@@ -51,17 +62,96 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 DEFAULT_EMBEDDER = "local:all-minilm-l6-v2"
 Mode = Literal["hybrid", "dense", "bm25"]
 Fusion = Literal["weighted", "rrf"]
+ENGINES = ("sqlite", "postgres")
 
 
 def kb_dir() -> Path:
     return home() / "kb"
 
 
+def database_url() -> str | None:
+    """The PostgreSQL database knowledge bases go to by default, when one is configured:
+    ``OUTCROP_DATABASE_URL``, else ``[storage] database_url`` in outcrop.toml (a
+    ``postgresql://`` URL; a SQLite one configures outcrop's other stores only)."""
+    url = os.environ.get("OUTCROP_DATABASE_URL", "").strip()
+    if not url:
+        from ..config import load_settings
+
+        storage = getattr(load_settings(), "storage", None)
+        url = str(getattr(storage, "database_url", None) or "")
+    # A SQLite URL or path there is for outcrop's other stores; knowledge bases stay files.
+    return url if url.partition("://")[0].lower() in ("postgresql", "postgres") else None
+
+
+def _pg() -> type[PgKBStore]:
+    try:
+        from .pgstore import PgKBStore
+    except ImportError:
+        raise MissingExtraError("Knowledge bases on PostgreSQL", "postgres") from None
+    return PgKBStore
+
+
+def _pointer(name: str) -> Path:
+    """A knowledge base in a database other than the configured one: its URL, kept here."""
+    return kb_dir() / f"{name}.pg"
+
+
 def kb_names() -> list[str]:
+    """Every knowledge base: SQLite files, PostgreSQL ones created here with their own URL,
+    and those in the configured database (whoever created them)."""
     folder = kb_dir()
-    if not folder.is_dir():
-        return []
-    return sorted(p.stem for p in folder.glob("*.db"))
+    names: set[str] = set()
+    if folder.is_dir():
+        names |= {p.stem for p in folder.glob("*.db")} | {p.stem for p in folder.glob("*.pg")}
+    url = database_url()
+    if url:
+        names |= set(_pg().names(url))
+    return sorted(names)
+
+
+def _locate(name: str) -> tuple[str, str | None] | None:
+    """(engine, database URL) of an existing knowledge base, or None."""
+    if (kb_dir() / f"{name}.db").exists():
+        return "sqlite", None
+    pointer = _pointer(name)
+    if pointer.exists():
+        own = str(json.loads(pointer.read_text())["url"])
+        if name in _pg().names(own):
+            return "postgres", own
+        # Left by a create that was stopped before the database had it: not a knowledge base.
+    url = database_url()
+    if url and name in _pg().names(url):
+        return "postgres", url
+    return None
+
+
+def _choose_engine(engine: str | None, url: str | None) -> tuple[str, str | None]:
+    """The engine (and database) of a new knowledge base: as asked, else PostgreSQL when a
+    database is configured, else SQLite."""
+    if engine is not None and engine not in ENGINES:
+        raise InvalidRequestError(
+            f"Unknown knowledge-base engine {engine!r}; engines: {', '.join(ENGINES)}",
+            field="engine",
+        )
+    if url is not None:
+        if engine == "sqlite":
+            raise InvalidRequestError(
+                "A database URL is for the postgres engine: drop the URL for sqlite, or "
+                "choose the postgres engine",
+                field="url",
+            )
+        _pg()  # names the extra to install when psycopg is missing
+        from .pgstore import check_url
+
+        check_url(url)
+        return "postgres", url
+    configured = None if engine == "sqlite" else database_url()
+    if engine == "postgres" and configured is None:
+        raise UserError(
+            "The postgres engine needs a database: pass its URL (--url "
+            "postgresql://user@host:5432/dbname), or set OUTCROP_DATABASE_URL"
+        )
+    return ("postgres", configured) if configured else ("sqlite", None)
 
 
 def _path(name: str) -> Path:
@@ -69,6 +159,21 @@ def _path(name: str) -> Path:
     if not _NAME.match(name):
         raise _unknown(name)
     return kb_dir() / f"{name}.db"
+
+
+def _open_store(name: str) -> KnowledgeStore:
+    _path(name)  # refuses names that are not names
+    located = _locate(name)
+    if located is None:
+        raise _unknown(name)
+    engine, url = located
+    if engine == "sqlite":
+        return KBStore(_path(name))
+    assert url is not None
+    store = _pg().open(url, name)
+    if store is None:
+        raise _unknown(name)
+    return store
 
 
 def _unknown(name: str) -> InvalidRequestError:
@@ -166,11 +271,13 @@ class Answer:
 
 
 class KnowledgeBase:
-    """A named, persistent index of documents (``$OUTCROP_HOME/kb/NAME.db``)."""
+    """A named, persistent index of documents (``$OUTCROP_HOME/kb/NAME.db``, or a schema
+    in a PostgreSQL database with pgvector)."""
 
-    def __init__(self, name: str, store: KBStore, gateway: Gateway | None = None):
+    def __init__(self, name: str, store: KnowledgeStore, gateway: Gateway | None = None):
         self.name = name
         self.store = store
+        self.engine = store.engine
         self._gateway = gateway
         self._embedder: Embedder | None = None
         self._cache_lock = threading.Lock()
@@ -197,8 +304,15 @@ class KnowledgeBase:
         ann_threshold: int = 50_000,
         gateway: Gateway | None = None,
         exist_ok: bool = False,
+        engine: str | None = None,
+        url: str | None = None,
     ) -> KnowledgeBase:
-        """Create a knowledge base; its embedder and chunking are fixed from then on."""
+        """Create a knowledge base; its embedder and chunking are fixed from then on.
+
+        ``engine``: ``"sqlite"`` (a file under outcrop's home) or ``"postgres"`` (PostgreSQL
+        with pgvector at ``url``, else at the configured ``OUTCROP_DATABASE_URL``). Without
+        either, PostgreSQL when a database is configured, else SQLite.
+        """
         if not _NAME.match(name):
             raise InvalidRequestError(
                 f"Knowledge base name {name!r} is not valid: lowercase letters, digits, '-' "
@@ -211,8 +325,8 @@ class KnowledgeBase:
             raise InvalidRequestError(
                 f"Chunking settings are not valid: {exc}", field="chunking"
             ) from None
-        path = kb_dir() / f"{name}.db"
-        if path.exists():
+        engine, url = _choose_engine(engine, url)
+        if _locate(name) is not None:
             if exist_ok:
                 return cls.open(name, gateway=gateway)
             raise UserError(
@@ -223,32 +337,135 @@ class KnowledgeBase:
 
             gateway = Gateway()
         gateway.resolve(embedder)  # an unknown embedder fails here, before anything is written
-        store = KBStore(path)
-        store.set_meta(
-            name=name,
-            embedder=embedder,
-            chunk_tokens=str(chunk_tokens),
-            chunk_overlap=str(chunk_overlap),
-            ann_threshold=str(ann_threshold),
-            created_at=str(time.time()),
-        )
-        return cls(name, store, gateway)
+        meta = {
+            "name": name,
+            "embedder": embedder,
+            "chunk_tokens": str(chunk_tokens),
+            "chunk_overlap": str(chunk_overlap),
+            "ann_threshold": str(ann_threshold),
+            "created_at": str(time.time()),
+        }
+        return cls(name, _new_store(name, engine, url, meta), gateway)
 
     @classmethod
-    def open(cls, name: str, *, gateway: Gateway | None = None) -> KnowledgeBase:
-        path = _path(name)
-        if not path.exists():
-            raise _unknown(name)
-        return cls(name, KBStore(path), gateway)
+    def open(
+        cls, name: str, *, gateway: Gateway | None = None, unfinished_ok: bool = False
+    ) -> KnowledgeBase:
+        """Open a knowledge base of either engine. An unfinished copy is refused (its
+        message says how to finish it) unless ``unfinished_ok``."""
+        base = cls(name, _open_store(name), gateway)
+        meta = base.store.meta()
+        if meta.get("copy_complete") == "0" and not unfinished_ok:
+            base.close()
+            source = meta.get("copy_of", "?")
+            raise UserError(
+                f"Knowledge base {name!r} is an unfinished copy of {source!r}: run `outcrop kb "
+                f"copy {source} {name}` again to finish it, or `outcrop kb rm {name}`."
+            )
+        return base
 
     @staticmethod
     def remove(name: str) -> None:
         path = _path(name)
-        if not path.exists():
+        located = _locate(name)
+        if located is None:
+            if _pointer(name).exists():
+                _pointer(name).unlink()
+                return
             raise _unknown(name)
+        engine, url = located
+        if engine == "postgres":
+            assert url is not None
+            _pg().drop(url, name)
+            _pointer(name).unlink(missing_ok=True)
+            return
         for suffix in ("", "-wal", "-shm"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
         shutil.rmtree(kb_dir() / f"{name}.ann", ignore_errors=True)
+
+    @classmethod
+    def copy(
+        cls,
+        source: str,
+        target: str,
+        *,
+        engine: str | None = None,
+        url: str | None = None,
+        replace: bool = False,
+        gateway: Gateway | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        batch_chunks: int = 512,
+    ) -> KnowledgeBase:
+        """Copy the knowledge base ``source`` to a new one, ``target``, on ``engine`` / ``url``
+        (chosen as :meth:`create` does): documents, chunks and vectors, nothing re-embedded;
+        the embedder and chunking settings go with them.
+
+        ``target`` is marked unfinished until the last batch is in; running the same copy
+        again finishes an interrupted one. An existing ``target`` is refused unless
+        ``replace``.
+        """
+        if source == target:
+            raise InvalidRequestError(
+                "A knowledge base cannot be copied onto itself; give the copy another name",
+                field="target",
+            )
+        src = cls.open(source, gateway=gateway)
+        try:
+            meta = src.store.meta()
+            dst = cls._copy_target(src, target, engine, url, replace, gateway)
+            try:
+                dst_meta = dst.store.meta()
+                for key in ("embedder", "chunk_tokens", "chunk_overlap"):
+                    if dst_meta.get(key) != meta.get(key):
+                        raise UserError(
+                            f"Knowledge base {target!r} has {key} {dst_meta.get(key)!r} and "
+                            f"{source!r} has {meta.get(key)!r}: vectors of two embedders never "
+                            "mix; pass --replace (replace=True) to start the copy over"
+                        )
+                copy_documents(src.store, dst.store, progress=progress, batch_chunks=batch_chunks)
+                dst.store.set_meta(copy_complete="1")
+            except BaseException:
+                dst.close()
+                raise
+            return dst
+        finally:
+            src.close()
+
+    @classmethod
+    def _copy_target(
+        cls,
+        src: KnowledgeBase,
+        target: str,
+        engine: str | None,
+        url: str | None,
+        replace: bool,
+        gateway: Gateway | None,
+    ) -> KnowledgeBase:
+        """The knowledge base a copy writes to: new, or the unfinished copy to resume."""
+        if not _NAME.match(target):
+            raise InvalidRequestError(
+                f"Knowledge base name {target!r} is not valid: lowercase letters, digits, '-' "
+                "and '_', e.g. handbook",
+                field="target",
+            )
+        engine, url = _choose_engine(engine, url)
+        if _locate(target) is not None:
+            existing = cls.open(target, gateway=gateway, unfinished_ok=True)
+            meta = existing.store.meta()
+            resumable = meta.get("copy_complete") == "0" and meta.get("copy_of") == src.name
+            if replace or not resumable:
+                existing.close()
+                if not replace:
+                    raise UserError(
+                        f"Knowledge base {target!r} already exists; pass --replace "
+                        "(replace=True) to overwrite it, or copy to a new name."
+                    )
+                cls.remove(target)
+            else:
+                return existing
+        meta = {k: v for k, v in src.store.meta().items() if k not in _ENGINE_META}
+        meta.update(name=target, copy_of=src.name, copy_complete="0", created_at=str(time.time()))
+        return cls(target, _new_store(target, engine, url, meta), gateway)
 
     def close(self) -> None:
         self.store.close()
@@ -271,16 +488,19 @@ class KnowledgeBase:
 
     def info(self) -> dict[str, Any]:
         docs, chunks, tokens = self.store.counts()
+        meta = self.store.meta()
         return {
             "name": self.name,
-            "path": str(self.store.path),
+            "engine": self.engine,
+            "path": self.store.location,
+            "complete": meta.get("copy_complete") != "0",
             "embedder": self.embedder_id,
             "chunk_tokens": self.chunking.max_tokens,
             "chunk_overlap": self.chunking.overlap_tokens,
             "documents": docs,
             "chunks": chunks,
             "tokens": tokens,
-            "approximate_index": chunks > self.ann_threshold,
+            "approximate_index": chunks > self.ann_threshold or self.store.searches_vectors,
             "ann_threshold": self.ann_threshold,
         }
 
@@ -472,13 +692,21 @@ class KnowledgeBase:
             (int(k), 1.0 - float(d)) for k, d in zip(matches.keys, matches.distances, strict=True)
         ]
 
-    def _bm25(self, query: str, limit: int, allowed: set[int] | None) -> list[tuple[int, float]]:
+    def _bm25(
+        self,
+        query: str,
+        limit: int,
+        allowed: set[int] | None,
+        filters: Mapping[str, str] | None = None,
+    ) -> list[tuple[int, float]]:
         words = _WORD.findall(query.lower())
         content = [w for w in words if w not in _STOP]
         words = content or [w for w in words if w not in ("and", "or", "not", "near")]
         if not words:
             return []
         match = " OR ".join(f'"{w}"' for w in dict.fromkeys(words))
+        if filters:
+            return self.store.bm25(match, limit, filters=filters)
         if allowed is None:
             return self.store.bm25(match, limit)
         return self.store.bm25(match, limit, allowed=allowed)
@@ -486,18 +714,7 @@ class KnowledgeBase:
     def _allowed(self, filters: Mapping[str, str] | None) -> set[int] | None:
         if not filters:
             return None
-        clauses, args = [], []
-        for key, value in filters.items():
-            if key == "source":
-                clauses.append("d.source GLOB ?")
-            elif key == "title":
-                clauses.append("d.title = ?")
-            else:
-                if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
-                    raise InvalidRequestError(f"Filter key {key!r} is not a field name", field=key)
-                clauses.append(f"CAST(json_extract(d.metadata, '$.{key}') AS TEXT) = ?")
-            args.append(value)
-        return self.store.filtered_chunk_ids(" AND ".join(clauses), args)
+        return self.store.chunk_ids_matching(filters)
 
     def search(
         self,
@@ -518,8 +735,9 @@ class KnowledgeBase:
         ``mode``: ``bm25``, ``dense`` or ``hybrid`` (both, fused). ``fusion``: ``weighted``
         (min-max normalised scores, ``dense_weight`` for dense) or ``rrf`` (reciprocal rank
         fusion). ``filters``: ``{"source": "docs/*.md", "type": "pdf", …}``. ``mmr``: a
-        λ in [0, 1] for diverse results (1 = relevance only). ``rerank``: a reranker
-        scoring the top ``rerank_top`` (see :class:`~outcrop.rag.rerank.LLMReranker`).
+        λ in [0, 1] for diverse results (1 = relevance only). ``rerank``: a re-ranker
+        scoring the top ``rerank_top`` again — ``"sentences"``, ``"llm"``, a local model id
+        or a re-ranker object (see :mod:`outcrop.rag.rerank`).
         """
         if not query.strip():
             raise InvalidRequestError("The search query is empty.", field="query")
@@ -531,16 +749,27 @@ class KnowledgeBase:
             )
         if not 0.0 <= dense_weight <= 1.0:
             raise InvalidRequestError("dense_weight must be within 0 to 1", field="dense_weight")
-        allowed = self._allowed(filters)
+        # PostgreSQL searches vectors itself, with the filters in the same query.
+        native = self.store.searches_vectors
+        if filters:
+            check_filters(filters)
+        allowed = None if native else self._allowed(filters)
+        reranker = None if rerank is None else reranker_for(rerank, self)
         pool = max(candidates, k, rerank_top if rerank is not None else 0)
         scores: dict[int, dict[str, float]] = {}
         query_vector = None
         if mode in ("dense", "hybrid"):
             query_vector = self.embedder.embed_query(query)
-            for rank, (cid, score) in enumerate(self._dense(query_vector, pool, allowed), 1):
+            hits = (
+                self.store.nearest(query_vector, pool, filters)
+                if native
+                else self._dense(query_vector, pool, allowed)
+            )
+            for rank, (cid, score) in enumerate(hits, 1):
                 scores.setdefault(cid, {}).update(dense=score, dense_rank=rank)
         if mode in ("bm25", "hybrid"):
-            for rank, (cid, score) in enumerate(self._bm25(query, pool, allowed), 1):
+            bm25 = self._bm25(query, pool, allowed, filters if native else None)
+            for rank, (cid, score) in enumerate(bm25, 1):
                 scores.setdefault(cid, {}).update(bm25=score, bm25_rank=rank)
         if mode == "dense":
             final = {cid: s["dense"] for cid, s in scores.items()}
@@ -551,12 +780,14 @@ class KnowledgeBase:
             for cid, value in final.items():
                 scores[cid]["hybrid"] = value
         ranked = sorted(final, key=lambda cid: final[cid], reverse=True)
-        if rerank is not None:
+        if reranker is not None:
             head = ranked[:rerank_top]
             rows = self.store.chunks(head)
-            judged = rerank.score(query, [rows[cid].text for cid in head])
-            for cid, value in zip(head, judged, strict=True):
-                scores[cid]["rerank"] = value
+            judged = reranker.score(query, [rows[cid].text for cid in head])
+            fused = fuse([final[cid] for cid in head], judged, reranker.weight)
+            for cid, value, combined in zip(head, judged, fused, strict=True):
+                scores[cid][reranker.stage] = value
+                scores[cid]["rerank"] = combined
             ranked = (
                 sorted(head, key=lambda cid: scores[cid]["rerank"], reverse=True)
                 + ranked[rerank_top:]
@@ -831,6 +1062,34 @@ def _minmax(values: dict[int, float]) -> dict[int, float]:
     if span <= 0:
         return dict.fromkeys(values, 1.0)
     return {cid: (v - low) / span for cid, v in values.items()}
+
+
+# Meta that belongs to one store, never copied to another.
+_ENGINE_META = frozenset(
+    ("schema", "generation", "engine", "dimensions", "copy_of", "copy_complete")
+)
+
+
+def _new_store(name: str, engine: str, url: str | None, meta: Mapping[str, str]) -> KnowledgeStore:
+    """Make the storage of a new knowledge base and write its settings."""
+    if engine == "sqlite":
+        sqlite = KBStore(kb_dir() / f"{name}.db")
+        sqlite.set_meta(**meta)
+        return sqlite
+    assert url is not None
+    if url == database_url():  # found through the configuration
+        return _pg().create(url, name, meta)
+    # Written first, so that a create stopped halfway is never out of reach.
+    pointer = _pointer(name)
+    pointer.parent.mkdir(parents=True, exist_ok=True)
+    pointer.unlink(missing_ok=True)
+    pointer.touch(mode=0o600)  # the URL may hold a password
+    pointer.write_text(json.dumps({"engine": "postgres", "url": url}))
+    try:
+        return _pg().create(url, name, meta)
+    except BaseException:
+        pointer.unlink(missing_ok=True)
+        raise
 
 
 def _hash(doc: LoadedDocument) -> str:
