@@ -111,6 +111,18 @@ async def evals() -> Response:
     return _file("evals.html")
 
 
+@router.get("/ui/knowledge")
+async def knowledge() -> Response:
+    """Knowledge bases: upload documents, ask with cited sources, search."""
+    return _file("knowledge.html")
+
+
+@router.get("/ui/models")
+async def models() -> Response:
+    """The model catalog, the recommender and the sizing calculator."""
+    return _file("models.html")
+
+
 @router.get("/ui/trace/{trace_id}")
 async def trace(trace_id: str) -> Response:
     """One call; the page reads its id from the address and asks /v1/traces/{id}."""

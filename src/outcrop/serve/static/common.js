@@ -54,7 +54,8 @@ async function errorFrom(response) {
 /** fetch() with the key and JSON; resolves to a successful Response or throws ApiError. */
 export async function request(path, { method = "GET", body, signal } = {}) {
   const headers = {};
-  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const form = body instanceof FormData; // files: the browser sets the multipart type
+  if (body !== undefined && !form) headers["Content-Type"] = "application/json";
   const key = apiKey();
   if (key) headers.Authorization = `Bearer ${key}`;
   let response;
@@ -62,7 +63,7 @@ export async function request(path, { method = "GET", body, signal } = {}) {
     response = await fetch(path, {
       method,
       headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
+      body: body === undefined || form ? body : JSON.stringify(body),
       signal,
     });
   } catch (err) {
@@ -199,6 +200,8 @@ const PAGES = [
   ["playground", "Playground", "/ui/playground"],
   ["monitor", "Monitor", "/ui/monitor"],
   ["evals", "Evals", "/ui/evals"],
+  ["knowledge", "Knowledge", "/ui/knowledge"],
+  ["models", "Models", "/ui/models"],
 ];
 
 /** The header: the pages, and the API key field. `onKey` runs after the key changes. */
