@@ -476,3 +476,39 @@ def test_bad_sizing_input_names_the_field(
     )
     assert bad["param"] == param
     assert words in bad["message"]
+
+
+# -- the docs -------------------------------------------------------------------------------
+
+
+def test_the_docs_curl_examples_run(live: LiveServer, tmp_path: Path) -> None:
+    """docs/monitor.md's commands, against this server, with the files they name."""
+    import json
+    import shutil
+    import subprocess
+
+    if shutil.which("curl") is None:
+        pytest.skip("the docs' examples need curl")
+    text = (Path(__file__).parent.parent / "docs" / "monitor.md").read_text(encoding="utf-8")
+    section = text.split("## Knowledge and Models pages", 1)[1]
+    (block,) = re.findall(r"```bash\n(.*?)```", section.split("\n## ", 1)[0], flags=re.S)
+    (tmp_path / "passwords.md").write_text(PASSWORDS)
+    (tmp_path / "scan.pdf").write_bytes(make_pdf(["", ""]))
+    answers = []
+    for line in block.strip().splitlines():
+        command = line.replace("http://127.0.0.1:8000", live.url)
+        done = subprocess.run(
+            ["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        answers.append(json.loads(done.stdout))
+    made, uploaded, sized = answers
+    assert made["name"] == "handbook"
+    assert statuses(uploaded) == {
+        "passwords.md": ("added", None),
+        "scan.pdf": ("skipped", "no extractable text (scanned images?); run OCR on it first"),
+    }
+    expected = size(
+        find("llama-3.1-8b").sizing_architecture(), precision="q4_k_m", context=8192
+    ).to_dict()
+    assert figures(sized) == figures(expected)
