@@ -513,8 +513,8 @@ def test_the_backend_is_chosen_by_outcrop_redis_url(
 @pytest.mark.parametrize(
     ("url", "says"),
     [
-        ("redis://127.0.0.1:1/0", "cannot reach Redis at redis://127.0.0.1:1/0"),
-        ("redis://:hunter2@127.0.0.1:1/0", "cannot reach Redis at redis://:***@127.0.0.1:1/0"),
+        ("redis://127.0.0.1:1/0", "Cannot reach Redis at redis://127.0.0.1:1/0"),
+        ("redis://:hunter2@127.0.0.1:1/0", "Cannot reach Redis at redis://:***@127.0.0.1:1/0"),
         ("http://127.0.0.1:6379", "is not a Redis URL; give one like redis://127.0.0.1:6379/0"),
         ("127.0.0.1:6379", "is not a Redis URL"),
         ("redis://127.0.0.1:port/0", "cannot be used"),
@@ -560,5 +560,48 @@ def test_outcrop_serve_stops_at_start_up_when_redis_is_unreachable(outcrop_home:
     assert result.returncode == 1
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Error: cannot reach Redis at redis://127.0.0.1:1/0")
+    assert lines[0].startswith("Error: Cannot reach Redis at redis://127.0.0.1:1/0")
     assert "start Redis there or fix OUTCROP_REDIS_URL" in lines[0]
+
+
+def test_the_scale_out_guide_shows_what_redis_holds_and_the_real_error(
+    store: Store, limits: RedisLimits, tmp_path: Path
+) -> None:
+    import re
+
+    from outcrop import load_settings
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "scale-out.md").read_text(
+        encoding="utf-8"
+    )
+    (toml,) = [
+        b
+        for b in re.findall(r"```toml\n(.*?)```", text, flags=re.S)
+        if b.startswith("[storage]\nredis_url")
+    ]
+    (tmp_path / "outcrop.toml").write_text(toml, encoding="utf-8")
+    assert load_settings(tmp_path / "outcrop.toml").storage.redis_url == (
+        "redis://redis.internal:6379/0"
+    )
+    # The start-up error shown is the one outcrop prints.
+    (shown,) = [line for line in text.splitlines() if line.startswith("Error: Cannot reach Redis")]
+    with pytest.raises(ConfigError) as err:
+        RedisLimits("redis://127.0.0.1:1/0", store)
+    assert shown == "Error: " + str(err.value).replace("127.0.0.1:1", "redis.internal:6379")
+    # The table of what Redis holds names the keys a limited call leaves.
+    key = _key(store, "all", requests_per_minute=9, tokens_per_minute=900, tokens_per_day=900)
+    grant = limits.admit(key, Call(5))
+    row = _row(key, limits.clock(), (1, 2))
+    limits.bind(grant, row.id)
+    limits.store.record_later(row)  # stored later: the hold is still there when we look
+    kinds = {
+        k.removeprefix(limits.prefix).split(":")[0]
+        for k in limits.redis.scan_iter(match=limits.prefix + "*")
+    }
+    store.flush()
+    kinds |= {
+        k.removeprefix(limits.prefix).split(":")[0]
+        for k in limits.redis.scan_iter(match=limits.prefix + "*")
+    }
+    documented = set(re.findall(r"^\| `(\w+):KEY", text, flags=re.M))
+    assert kinds == documented == {"rpm", "tpm", "spent", "held"}

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -372,3 +374,114 @@ def test_a_replica_with_an_unreachable_database_stops_at_start_up_with_one_line(
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("Error:") and "127.0.0.1:1" in lines[0]
+
+
+# -- the guide's load balancers, in front of two replicas ------------------------------
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "scale-out.md"
+
+
+def _block(kind: str) -> str:
+    (block,) = re.findall(rf"```{kind}\n(.*?)```", DOCS.read_text(encoding="utf-8"), flags=re.S)
+    return str(block)
+
+
+def _chat_requests(metrics: str) -> int:
+    found = re.findall(
+        r'^outcrop_requests_total\{route="/v1/chat/completions",status="200"\} (\d+)',
+        metrics,
+        flags=re.M,
+    )
+    return sum(int(n) for n in found)
+
+
+def test_the_guides_model_tier_settings_load(tmp_path: Path) -> None:
+    from outcrop import load_settings
+
+    blocks = re.findall(r"```toml\n(.*?)```", DOCS.read_text(encoding="utf-8"), flags=re.S)
+    (replicas,) = [b for b in blocks if "[endpoints.vllm]" in b]
+    (tmp_path / "outcrop.toml").write_text(replicas, encoding="utf-8")
+    settings = load_settings(tmp_path / "outcrop.toml")
+    assert settings.endpoints["vllm"].base_url == "http://vllm.internal:8000/v1"
+    assert settings.endpoints["bedrock"].api == "bedrock"
+    assert settings.endpoints["bedrock"].region == "us-east-1"
+    assert settings.fallbacks == ["bedrock:anthropic.claude-3-haiku-20240307-v1:0"]
+
+
+def test_the_guides_load_balancers_spread_calls_and_drain_a_replica(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    haproxy, nginx = shutil.which("haproxy"), shutil.which("nginx")
+    if haproxy is None or nginx is None:
+        pytest.skip("haproxy and nginx are not installed (apt-get install haproxy nginx-light)")
+    secret = deployment.outcrop("keys", "create", "app", "--rpm", "600").strip()
+    a_url, b_url = deployment.start("a"), deployment.start("b")
+    deployment.wait(a_url)
+    deployment.wait(b_url)
+    a_addr, b_addr = a_url.removeprefix("http://"), b_url.removeprefix("http://")
+
+    ha_port, ng_port = _free_port(), _free_port()
+    ha_cfg = tmp_path / "haproxy.cfg"
+    ha_cfg.write_text(
+        _block("haproxy")
+        .replace("10.0.0.11:8000", a_addr)
+        .replace("10.0.0.12:8000", b_addr)
+        .replace("bind :8000", f"bind 127.0.0.1:{ha_port}"),
+        encoding="utf-8",
+    )
+    check = subprocess.run([haproxy, "-c", "-f", str(ha_cfg)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    ng_dir = tmp_path / "nginx"
+    ng_dir.mkdir()
+    ng_cfg = ng_dir / "nginx.conf"
+    server = (
+        _block("nginx")
+        .replace("10.0.0.11:8000", a_addr)
+        .replace("10.0.0.12:8000", b_addr)
+        .replace("listen 8000;", f"listen 127.0.0.1:{ng_port};")
+    )
+    ng_cfg.write_text(
+        f"daemon off;\npid {ng_dir}/nginx.pid;\nerror_log {ng_dir}/error.log;\nevents {{}}\n"
+        f"http {{\naccess_log off;\n{server}\n}}\n",
+        encoding="utf-8",
+    )
+    balancers = [
+        subprocess.Popen([haproxy, "-f", str(ha_cfg), "-db"], stderr=subprocess.DEVNULL),
+        subprocess.Popen([nginx, "-c", str(ng_cfg), "-p", str(ng_dir)], stderr=subprocess.DEVNULL),
+    ]
+    try:
+        ha_url, ng_url = f"http://127.0.0.1:{ha_port}", f"http://127.0.0.1:{ng_port}"
+        deployment.wait(ha_url)  # both replicas up behind it
+        deployment.wait(ng_url)
+        through_ha, through_ng = _client(ha_url, secret), _client(ng_url, secret)
+        for _ in range(6):
+            through_ha.chat.completions.create(model="vllm:tiny", messages=HELLO, max_tokens=2)
+        for _ in range(2):  # streamed through nginx, whose buffering the guide turns off
+            chunks = list(
+                through_ng.chat.completions.create(
+                    model="vllm:tiny", messages=HELLO, max_tokens=3, stream=True
+                )
+            )
+            assert (
+                "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "w " * 3
+            )
+        auth = {"Authorization": f"Bearer {secret}"}
+        served = [
+            _chat_requests(httpx.get(url + "/metrics", headers=auth, timeout=30).text)
+            for url in (a_url, b_url)
+        ]
+        assert sum(served) == 8 and min(served) >= 1  # both replicas took calls
+
+        # Take replica A out: SIGTERM, and it is gone before the health check has noticed
+        # (2 s, twice). Calls through HAProxy keep succeeding: a refused connection is
+        # sent to the other replica.
+        deployment.replicas[0].send_signal(signal.SIGTERM)
+        assert deployment.replicas[0].wait(timeout=30) in (0, -signal.SIGTERM)
+        for _ in range(6):
+            through_ha.chat.completions.create(model="vllm:tiny", messages=HELLO, max_tokens=2)
+        listed = httpx.get(b_url + "/v1/traces", params={"limit": 100}, headers=auth, timeout=30)
+        assert len(listed.json()["data"]) == 14  # every call, through either balancer, once
+    finally:
+        for proc in balancers:
+            proc.terminate()
+            proc.wait(timeout=10)

@@ -284,7 +284,7 @@ class RedisLimits(Limits):
             ) from None
         except redis.RedisError as exc:
             raise ConfigError(
-                f"cannot reach Redis at {where} ({exc}); start Redis there or fix "
+                f"Cannot reach Redis at {where} ({exc}); start Redis there or fix "
                 "OUTCROP_REDIS_URL / [storage] redis_url (unset it to keep limits in this "
                 "process, for a single replica)"
             ) from None
