@@ -605,3 +605,16 @@ def test_the_scale_out_guide_shows_what_redis_holds_and_the_real_error(
     }
     documented = set(re.findall(r"^\| `(\w+):KEY", text, flags=re.M))
     assert kinds == documented == {"rpm", "tpm", "spent", "held"}
+
+
+def test_without_the_redis_extra_the_error_names_it(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from outcrop.errors import MissingExtraError
+
+    monkeypatch.setitem(sys.modules, "redis", None)  # as if redis-py were not installed
+    monkeypatch.setenv("OUTCROP_REDIS_URL", URL)
+    with pytest.raises(MissingExtraError) as err:
+        limits_for(store, Settings())
+    assert "pip install 'outcrop[redis]'" in str(err.value)
+    assert "OUTCROP_REDIS_URL" in str(err.value)

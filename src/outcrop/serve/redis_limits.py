@@ -302,6 +302,7 @@ class RedisLimits(Limits):
         self._bound: dict[str, tuple[str, str]] = {}  # trace id -> (key id, hold id)
         self._stale: set[str] = set()  # spent:… counters that missed rows while Redis was away
         self._stale_holds: list[tuple[str, str]] = []  # (key id, hold id) to drop
+        self._giver: threading.Thread | None = None
         store.subscribe(self._on_rows)
 
     # -- keys ------------------------------------------------------------------------
@@ -473,13 +474,20 @@ class RedisLimits(Limits):
             return
         with self._lock:
             self._stale_holds.append((grant.key.id, grant.hold))
-        threading.Thread(target=self._give_back, name="outcrop-redis-hold", daemon=True).start()
+            if self._giver is not None and self._giver.is_alive():
+                return  # it gives this one back too, or the next admit does
+            self._giver = threading.Thread(
+                target=self._give_back, name="outcrop-redis-hold", daemon=True
+            )
+            self._giver.start()
 
     def _give_back(self) -> None:
         try:
             self._reconcile()
         except self._redis_errors as exc:
-            log.warning("Redis at %s: a hold stays until it is next reached: %s", self.url, exc)
+            log.warning(
+                "Redis at %s: holds stay until Redis is next reached: %s", redact(self.url), exc
+            )
 
     def _on_rows(self, rows: list[TraceRow]) -> None:
         """A batch of rows is stored: count the tokens and cost of those made with a key."""
