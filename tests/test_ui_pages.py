@@ -28,7 +28,7 @@ from .test_rag_loaders import make_pdf
 from .test_ui import shot
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Locator, Page
+    from playwright.sync_api import Browser, Locator, Page
 
 with contextlib.suppress(ImportError):  # without Playwright the browser fixture skips
     from playwright.sync_api import expect
@@ -354,3 +354,33 @@ def test_sizing_calculator_answers_live(page: Page, live: LiveServer, artifacts:
     expect(page.locator("[data-rule=weights]")).to_have_text("0.5 GB")
     page.fill("#context", "0")
     expect(page.locator("#size-error [role=alert]")).to_contain_text("context")
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_ask_with_the_real_local_model(
+    browser: Browser, store: Store, docs: Path, artifacts: Path
+) -> None:
+    """The page on a server whose answers come from the embedded default model."""
+    gateway = Gateway(settings=Settings(default_model="local:smollm2-135m"), store=store)
+    server = LiveServer(create_app(gateway, ServeConfig())).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=120) as http:
+            assert http.post("/v1/knowledge-bases", json={"name": "handbook"}).status_code == 201
+        context = browser.new_context(base_url=server.url, viewport={"width": 1400, "height": 1000})
+        context.set_default_timeout(120_000)
+        tab = context.new_page()
+        tab.goto("/ui/knowledge?kb=handbook")
+        tab.set_input_files("#files", [docs / "passwords.md", docs / "guide.pdf"])
+        expect(tab.locator("#documents tbody tr")).to_have_count(2, timeout=60_000)
+        tab.fill("#question", "When does the reset link expire?")
+        tab.click("#ask")
+        answer = tab.locator(".kb-answer")
+        expect(answer).to_have_attribute("data-found", "true", timeout=180_000)
+        assert (answer.locator(".answer-text").text_content() or "").strip()
+        expect(answer.locator(".retrieved summary")).to_contain_text("Passages retrieved")
+        expect(answer.locator("a.trace-link")).to_have_attribute("href", re.compile("^/ui/trace/"))
+        tab.screenshot(path=artifacts / "knowledge-local-model.png", full_page=True)
+        context.close()
+    finally:
+        server.stop()
