@@ -20,6 +20,7 @@ from outcrop.catalog.sizing import size
 from outcrop.cli.models import _gib
 from outcrop.providers.testing import FunctionModel
 from outcrop.serve.app import ServeConfig, create_app
+from outcrop.serve.keys import create_key
 from outcrop.types import ChatRequest
 
 from . import test_ui
@@ -240,6 +241,31 @@ def test_bad_files_and_bad_input_are_messages_in_the_page(
     )
     expect(page.locator("#kb-view")).to_be_hidden()
     shot(page, artifacts, "knowledge-unknown")
+
+
+@pytest.mark.browser
+def test_the_pasted_key_is_sent_with_uploads(
+    page: Page, live: LiveServer, store: Store, docs: Path, artifacts: Path
+) -> None:
+    mine, secret = create_key(store, "team", knowledge_bases=["team-*"])
+    page.goto("/ui/knowledge")
+    expect(page.locator("#banner [role=alert]")).to_contain_text("Missing API key")
+    page.fill("#api-key", secret)
+    page.click("#key-form button")
+    expect(page.locator("#kb-list")).to_contain_text("No knowledge bases yet.")
+    page.fill("#new-name", "private")
+    page.click("#create")
+    expect(page.locator("#create-status [role=alert]")).to_contain_text(
+        "Key 'team' may not use knowledge base 'private' (it may use: team-*)."
+    )
+    page.fill("#new-name", "team-docs")
+    page.click("#create")
+    expect(page.locator("#kb-title")).to_have_text("team-docs")
+    page.set_input_files("#files", [docs / "passwords.md"])
+    expect(page.locator("tr[data-file='passwords.md'] .badge")).to_have_text("added")
+    embedded = [r for r in store.recent(limit=20) if r.kind == "embedding"]
+    assert embedded and {r.api_key for r in embedded} == {mine.id}
+    shot(page, artifacts, "knowledge-with-key")
 
 
 # -- Models -------------------------------------------------------------------------------
