@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 # llama.cpp compiles once on install (about 5 minutes on 2 cores); pip caches the wheel.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
-.PHONY: setup run test test-fast chromium lint format bench bench-retrieval clean
+.PHONY: setup run test test-fast test-system lint format bench bench-retrieval clean
 
 # Idempotent: creates .venv when missing, reinstalls only when pyproject.toml changed.
 setup: $(STAMP)
@@ -23,15 +23,18 @@ run: setup
 	$(BIN)/outcrop serve
 
 # The whole suite, the real local model included. pytest's "no tests ran" (exit 5) fails here.
-test: setup chromium
+test: setup test-system
 	$(BIN)/python -m pytest
 
-# The web UI tests drive Debian's chromium; install it when it is missing and we may
-# (root with apt-get). Without it those tests skip and say why.
-chromium:
-	@test -x /usr/bin/chromium || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
-	  && (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
-	  || echo "chromium not installed: the browser tests will skip"; }
+# The web UI tests drive Debian's chromium; the replica tests put Debian's haproxy and nginx
+# in front of two servers. Install what is missing when we may (root with apt-get); without
+# them those tests skip and say why.
+SYSTEM_PACKAGES := /usr/bin/chromium:chromium /usr/sbin/haproxy:haproxy /usr/sbin/nginx:nginx-light
+test-system:
+	@missing="$$(for p in $(SYSTEM_PACKAGES); do test -x $${p%%:*} || echo $${p#*:}; done)"; \
+	test -z "$$missing" || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
+	  && (apt-get update -qq && apt-get install -y -qq $$missing >/dev/null) \
+	  || echo "not installed: $$missing (the tests that need them will skip)"; }
 
 # The fast subset: everything but the tests that run the real model.
 test-fast: setup
