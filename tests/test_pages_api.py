@@ -213,6 +213,12 @@ def test_a_csv_sent_again_with_fewer_rows_drops_the_rows_gone(http: httpx.Client
     assert fewer["files"][0]["status"] == "unchanged" and fewer["files"][0]["documents"] == 2
     listed = http.get("/v1/knowledge-bases/faq").json()["documents_list"]
     assert [d["source"] for d in listed] == ["faq.csv#1", "faq.csv#2"]
+    # A file whose name holds a '#' is not taken for a record of another.
+    upload(http, "faq", {"notes#1.md": b"# One\n\nFirst.", "notes#2.md": b"# Two\n\nSecond."})
+    again = upload(http, "faq", {"notes#1.md": b"# One\n\nFirst, changed."}).json()
+    assert statuses(again) == {"notes#1.md": ("updated", None)}
+    listed = http.get("/v1/knowledge-bases/faq").json()["documents_list"]
+    assert [d["source"] for d in listed] == ["faq.csv#1", "faq.csv#2", "notes#1.md", "notes#2.md"]
 
 
 def test_bad_uploads_are_refused_with_a_message(http: httpx.Client) -> None:

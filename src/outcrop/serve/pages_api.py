@@ -387,7 +387,7 @@ def _ingest(
     started = time.perf_counter()
     results: list[dict[str, Any]] = []
     loaded: list[LoadedDocument] = []
-    per_file: list[tuple[int, list[str]]] = []  # (index in results, sources)
+    per_file: list[tuple[int, str, list[str]]] = []  # (index in results, name, sources)
     seen: set[str] = set()
     with tempfile.TemporaryDirectory(prefix="outcrop-upload-") as folder:
         root = Path(folder)
@@ -419,7 +419,7 @@ def _ingest(
                 result["reason"] = exc.reason or str(exc)
                 continue
             loaded.extend(documents)
-            per_file.append((len(results) - 1, [d.source for d in documents]))
+            per_file.append((len(results) - 1, name, [d.source for d in documents]))
         report = base.add_documents(loaded, origin=UPLOAD_ORIGIN) if loaded else None
     status: dict[str, str] = {}
     if report is not None:
@@ -429,8 +429,7 @@ def _ingest(
     if per_file:
         # A file sent again with fewer records (CSV rows, JSON items): drop the records gone.
         stored = [d.source for d in base.store.documents(UPLOAD_ORIGIN)]
-        for index, sources in per_file:
-            name = sources[0].split("#", 1)[0]
+        for index, name, sources in per_file:
             fresh = set(sources)
             stale += [
                 (UPLOAD_ORIGIN, s)
