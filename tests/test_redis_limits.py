@@ -618,3 +618,49 @@ def test_without_the_redis_extra_the_error_names_it(
         limits_for(store, Settings())
     assert "pip install 'outcrop[redis]'" in str(err.value)
     assert "OUTCROP_REDIS_URL" in str(err.value)
+
+
+def test_a_stored_prompt_with_no_messages_is_held_by_its_rendered_text(
+    store: Store, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from outcrop.prompts import Prompt, PromptRegistry
+
+    monkeypatch.setenv("OUTCROP_REDIS_URL", URL)
+    monkeypatch.setenv("OUTCROP_REDIS_PREFIX", prefix)
+    PromptRegistry(store).record(Prompt(name="greet", query="Say hello to {{ who }}. " * 40))
+    gw = Gateway(
+        settings=Settings(default_model="fn:echo"),
+        store=store,
+        providers={"fn": FunctionModel(echo)},
+    )
+    _, secret = create_key(store, "budgeted", limits=KeyLimits(tokens_per_day=10_000))
+    app = create_app(gw)
+    limiter = app.state.server.limiter
+    assert isinstance(limiter, RedisLimits)
+    held: list[int] = []
+    admit = limiter.admit
+
+    def spy(key: ApiKey, call: Call | None = None) -> Grant:
+        held.append(call.prompt_tokens if call is not None else -1)
+        return admit(key, call)
+
+    monkeypatch.setattr(limiter, "admit", spy)
+    live = LiveServer(app).start()
+    try:
+        r = httpx.post(
+            live.url + "/v1/chat/completions",
+            json={
+                "model": "fn:echo",
+                "messages": [],
+                "outcrop": {"prompt": "greet", "variables": {"who": "Ada"}},
+            },
+            headers={"Authorization": f"Bearer {secret}"},
+            timeout=30,
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["message"]["content"].startswith(
+            "You said: Say hello to Ada."
+        )
+        assert held and held[0] > 150  # the rendered prompt (720 characters), not zero
+    finally:
+        live.stop()

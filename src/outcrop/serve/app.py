@@ -471,7 +471,9 @@ class _Server:
         dollars = bool(limits.usd_per_day or limits.usd_per_month)
         if not (dollars or limits.tokens_per_day or limits.tokens_per_month):
             return Call(body.max_tokens if asked is None else asked)
-        prompt = sum(estimate_tokens(m.text) + 4 for m in to_chat_request(body, None).messages)
+        stored = stored_prompt(body, self.gateway.store) if body.outcrop else None
+        request = to_chat_request(body, None, stored.prompt if stored else None)
+        prompt = sum(estimate_tokens(m.text) + 4 for m in request.messages)
         prices = self._prices(model) if dollars else (None, None)
         return Call(body.max_tokens if asked is None else asked, prompt, *prices)
 
