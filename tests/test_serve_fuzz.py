@@ -199,7 +199,10 @@ def test_an_open_server_holds_to_its_openapi_document(server: LiveServer) -> Non
     assert not run.failures, _failed(run)
     assert set(run.statuses) == run.operations
     for op in run.operations:
-        if "{name}" in op:  # fuzzed names: unknown knowledge bases and agents, a documented 404
+        # Fuzzed names: unknown agents, a documented 404. Not every knowledge-base name is
+        # unknown: the run creates some and reads others from GET /v1/knowledge-bases
+        # (tests/test_pages_api.py checks their 404s).
+        if "{name}" in op and "knowledge-bases" not in op:
             assert 404 in run.statuses[op], (op, run.statuses[op])
 
 

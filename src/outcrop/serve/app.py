@@ -60,6 +60,7 @@ from .openai_api import (
     stored_prompt,
     to_chat_request,
 )
+from .pages_api import pages_router
 from .ui import router as ui_router
 
 __all__ = ["ServeConfig", "create_app"]
@@ -992,6 +993,7 @@ def create_app(gateway: Gateway | None = None, config: ServeConfig | None = None
     # routes in order, and the OpenAI-compatible routes above carry the traffic.
     app.include_router(monitor_router(gw, server.caller, ApiError, online), responses=_ERRORS)
     app.include_router(evals_router(gw, server.caller, ApiError, _JSON_ERRORS), responses=_ERRORS)
+    app.include_router(pages_router(server, ApiError))  # the Knowledge and Models pages' API
     app.include_router(ui_router)  # the playground, monitor and trace pages (/ui)
 
     return app
