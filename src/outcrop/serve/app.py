@@ -420,9 +420,6 @@ class _Server:
             )
         return key
 
-    def admit(self, key: ApiKey | None, model: str | None = None) -> int | None:
-        return self._admit(key, model).cap
-
     async def admit_call(
         self,
         key: ApiKey | None,

@@ -570,7 +570,7 @@ def pages_router(server: _Server, error: type[ApiError]) -> APIRouter:
         from ..rag import KnowledgeBase
 
         allowed(key, body.name)
-        server.admit(key, body.embedder)
+        await server.admit_call(key, body.embedder)
 
         def make() -> dict[str, Any]:
             from ..rag import kb_names
@@ -692,7 +692,7 @@ def pages_router(server: _Server, error: type[ApiError]) -> APIRouter:
 
         base = open_kb(name, key)
         try:
-            server.admit(key, base.embedder_id)
+            await server.admit_call(key, base.embedder_id)
             content_type = request.headers.get("content-type", "")
             if not content_type.lower().startswith("multipart/form-data"):
                 raise error(
