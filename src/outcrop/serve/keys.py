@@ -153,9 +153,7 @@ class KeyCache:
     command line, another replica) within ``ttl`` seconds.
     """
 
-    def __init__(
-        self, store: Store, ttl: float = 1.0, clock: Callable[[], float] = time.monotonic
-    ):
+    def __init__(self, store: Store, ttl: float = 1.0, clock: Callable[[], float] = time.monotonic):
         self.store = store
         self.ttl = ttl
         self._clock = clock
