@@ -103,11 +103,6 @@ class LocalEmbedder(Embedder):
             options = onnxruntime.SessionOptions()
             options.intra_op_num_threads = max(1, os.cpu_count() or 1)
             options.inter_op_num_threads = 1
-            # The file keeps its weights as int8 with Cast and Mul nodes that turn them into
-            # fp32 on every run. Without ONNX Runtime's special handling of quantised graphs
-            # its constant folding does that once at load: the same vectors (bit for bit, on
-            # SciFact abstracts), 5-25% faster on 2 cores (benchmarks/retrieval.py).
-            options.add_session_config_entry("session.disable_quant_qdq", "1")
             session = onnxruntime.InferenceSession(
                 str(path), sess_options=options, providers=["CPUExecutionProvider"]
             )
