@@ -1,4 +1,4 @@
-"""The local embedder folds its int8 weights to fp32 once at load; its vectors must not change."""
+"""The local embedder's padded, length-sorted batches give the vectors of one text at a time."""
 
 import importlib.util
 from pathlib import Path
