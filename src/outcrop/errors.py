@@ -1,4 +1,4 @@
-"""Every exception outcrop raises, in three families.
+"""Every exception outcrop raises, in three families and one outage.
 
 ::
 
@@ -10,10 +10,12 @@
     │   ├── ModelFileError         a model file missing, unreadable or not a GGUF
     │   ├── ChecksumError          a model file whose sha256 is not the expected one
     │   ├── MissingKeyError        a remote endpoint needs a key and none is set
-    │   └── MissingExtraError      an optional part whose extra is not installed
+    │   ├── MissingExtraError      an optional part whose extra is not installed
+    │   └── StoreError             the store's database cannot be opened (URL, no password)
     ├── ProviderError              the model provider failed; carries status, body, headers
     │   ├── ProviderTimeoutError   no answer within the per-call timeout
     │   └── AllModelsFailedError   every model of a fallback chain failed
+    ├── StoreUnavailableError      the database stopped answering mid-call (retried once)
     └── ControlFlow                not a failure: a signal between outcrop's parts
         ├── ModelRetry             a tool or validator asks the model to try again
         └── StreamCancelled        the caller stopped a stream (Ctrl-C, disconnect)
@@ -40,6 +42,8 @@ __all__ = [
     "OutcropError",
     "ProviderError",
     "ProviderTimeoutError",
+    "StoreError",
+    "StoreUnavailableError",
     "StreamCancelled",
     "UnknownModelError",
     "UserError",
@@ -186,3 +190,12 @@ class ModelRetry(ControlFlow):
 
 class StreamCancelled(ControlFlow):
     """The consumer of a stream stopped it before the model finished."""
+
+
+class StoreError(UserError):
+    """The store's database cannot be opened: unreachable, refused, or not outcrop's."""
+
+
+class StoreUnavailableError(OutcropError):
+    """The database stopped answering during a call, and a retry on a fresh connection
+    failed too. Only that call fails; the next one tries again."""

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from ..errors import MissingExtraError, OutcropError, UserError
+from ..errors import MissingExtraError, StoreError, StoreUnavailableError
 
 if TYPE_CHECKING:
     import psycopg
@@ -65,15 +65,6 @@ _URL_HELP = "use postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE, sqlite:///PA
 CONNECT_TIMEOUT_S = 5
 POOL_TIMEOUT_S = 10.0
 POOL_MAX_SIZE = 10
-
-
-class StoreError(UserError):
-    """The store's database cannot be opened: unreachable, refused, or not outcrop's."""
-
-
-class StoreUnavailableError(OutcropError):
-    """The database stopped answering during a call, and a retry on a fresh connection
-    failed too. Only that call fails; the next one tries again."""
 
 
 class Row(Protocol):
