@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import shutil
 import statistics
@@ -40,7 +39,6 @@ import tempfile
 import time
 import uuid
 import warnings
-from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,37 +46,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "beir_scifact"
+# SciFact's loader and the ranking measures are benchmarks/retrieval.py's, shared.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from retrieval import DATA, documents_of, load_split, ndcg_at
+
 MODES = ("dense", "bm25", "hybrid")
-
-
-def load_split(split: str) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
-    queries = {}
-    with (DATA / "queries.jsonl").open() as fh:
-        for line in fh:
-            row = json.loads(line)
-            queries[row["_id"]] = row["text"]
-    qrels: dict[str, dict[str, int]] = defaultdict(dict)
-    with (DATA / "qrels" / f"{split}.tsv").open() as fh:
-        next(fh)
-        for line in fh:
-            qid, did, score = line.strip().split("\t")
-            qrels[qid][did] = int(score)
-    return {q: queries[q] for q in qrels}, dict(qrels)
-
-
-def ndcg_at(ranking: list[str], relevant: dict[str, int], k: int = 10) -> float:
-    dcg = sum((2 ** relevant.get(d, 0) - 1) / math.log2(i + 2) for i, d in enumerate(ranking[:k]))
-    ideal = sorted(relevant.values(), reverse=True)[:k]
-    idcg = sum((2**r - 1) / math.log2(i + 2) for i, r in enumerate(ideal))
-    return dcg / idcg if idcg else 0.0
-
-
-def documents_of(results: list[Any]) -> list[str]:
-    seen: dict[str, None] = {}
-    for r in results:
-        seen.setdefault(r.chunk.source, None)
-    return list(seen)
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
