@@ -726,3 +726,43 @@ def test_the_monitor_page_shows_scores_and_an_open_alert(
     expect(panel.locator("table.alerts tbody tr[data-state=resolved]")).to_have_count(1)
     expect(panel.locator("table.alerts tbody tr[data-state=open]")).to_have_count(0)
     shot(page, artifacts, "monitor-online-resolved")
+
+
+def test_replicas_racing_to_close_an_alert_report_it_once(postgres_url: str) -> None:
+    """Two replicas see the same recovery: the one whose update lands second gets None (no
+    second "resolved" webhook, no overwritten closing figures)."""
+    from contextlib import contextmanager
+
+    first, second = Store(postgres_url), Store(postgres_url)
+    try:
+        first.open_alert(
+            alert_id="a1",
+            rule="judge-low",
+            metric="judge",
+            opened_at=1.0,
+            value=2.0,
+            threshold=3.5,
+            detail="",
+        )
+        real_tx = second._tx
+
+        @contextmanager
+        def tx_where_the_other_replica_closes_first():  # type: ignore[no-untyped-def]
+            with real_tx() as tx:
+                real_execute = tx.execute
+
+                def execute(sql: str, args=()):  # type: ignore[no-untyped-def]
+                    if sql.startswith("UPDATE alerts"):  # after our SELECT saw it open
+                        assert first.close_alert("judge-low", closed_at=5.0, value=4.0)
+                    return real_execute(sql, args)
+
+                tx.execute = execute
+                yield tx
+
+        second._tx = tx_where_the_other_replica_closes_first  # type: ignore[method-assign]
+        assert second.close_alert("judge-low", closed_at=6.0, value=4.5) is None
+        (row,) = first.alerts()
+        assert (row["closed_at"], row["closed_value"]) == (5.0, 4.0)
+    finally:
+        first.close()
+        second.close()

@@ -882,10 +882,15 @@ class Store:
             ).fetchone()
             if row is None:
                 return None
-            db.execute(
-                "UPDATE alerts SET closed_at = ?, closed_value = ? WHERE id = ?",
+            # Only if it is still open: replicas that saw the same recovery race to close it,
+            # and only the one whose update lands reports it (one "resolved" webhook).
+            done = db.execute(
+                "UPDATE alerts SET closed_at = ?, closed_value = ? WHERE id = ? "
+                "AND closed_at IS NULL",
                 (closed_at, value, row["id"]),
             )
+            if done.rowcount != 1:
+                return None
         return {**dict(row), "closed_at": closed_at, "closed_value": value}
 
     def alerts(self, *, open_only: bool = False, limit: int = 100) -> list[dict[str, Any]]:
