@@ -219,6 +219,11 @@ def test_a_csv_sent_again_with_fewer_rows_drops_the_rows_gone(http: httpx.Client
     assert statuses(again) == {"notes#1.md": ("updated", None)}
     listed = http.get("/v1/knowledge-bases/faq").json()["documents_list"]
     assert [d["source"] for d in listed] == ["faq.csv#1", "faq.csv#2", "notes#1.md", "notes#2.md"]
+    # Nor is a file named after another plus '#…': sending "a.md" keeps "a.md#b.md".
+    upload(http, "faq", {"a.md#b.md": b"# B\n\nKept.", "a.md": b"# A\n\nFirst."})
+    upload(http, "faq", {"a.md": b"# A\n\nChanged."})
+    listed = http.get("/v1/knowledge-bases/faq").json()["documents_list"]
+    assert {"a.md", "a.md#b.md"} <= {d["source"] for d in listed}
 
 
 def test_bad_uploads_are_refused_with_a_message(http: httpx.Client) -> None:

@@ -370,6 +370,18 @@ def _file_name(sent: str | None) -> tuple[str, str | None]:
     return name, None
 
 
+# Files whose loaders make one document per record, named "FILE#N".
+_RECORD_FILES = {".csv", ".tsv", ".json", ".jsonl"}
+
+
+def _record_of(source: str, name: str) -> bool:
+    """Whether ``source`` is a record of the uploaded file ``name`` ("faq.csv#3"), not another
+    file whose own name starts with it ("a.md#b.md")."""
+    if PurePosixPath(name).suffix.lower() not in _RECORD_FILES:
+        return False
+    return source.startswith(name + "#") and source[len(name) + 1 :].isdigit()
+
+
 def _status_of(statuses: list[str]) -> Literal["added", "updated", "unchanged"]:
     if "updated" in statuses:
         return "updated"
@@ -434,7 +446,7 @@ def _ingest(
             stale += [
                 (UPLOAD_ORIGIN, s)
                 for s in stored
-                if s not in fresh and (s == name or s.startswith(name + "#"))
+                if s not in fresh and (s == name or _record_of(s, name))
             ]
             results[index]["status"] = _status_of([status.get(s, "unchanged") for s in sources])
             results[index]["documents"] = len(sources)
