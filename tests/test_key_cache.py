@@ -77,3 +77,45 @@ def test_lookups_do_not_read_the_database_within_the_ttl(tmp_path: Path) -> None
         assert cache.required() and cache.lookup(secret) is not None
     assert reads == 0
     store.close()
+
+
+def test_the_server_reads_keys_on_worker_threads_not_its_event_loop(tmp_path: Path) -> None:
+    import threading
+
+    import httpx2 as httpx
+
+    from outcrop import Gateway, Settings
+    from outcrop.providers.testing import FunctionModel
+    from outcrop.serve.app import create_app
+
+    from .serving import LiveServer
+
+    store = Store(tmp_path / "o.db")
+    _, secret = create_key(store, "app")
+    readers: list[str] = []
+    real_keys, real_by_hash = store.api_keys, store.api_key_by_hash
+
+    def keys(include_revoked: bool = False):  # type: ignore[no-untyped-def]
+        readers.append(threading.current_thread().name)
+        return real_keys(include_revoked)
+
+    def by_hash(h: str):  # type: ignore[no-untyped-def]
+        readers.append(threading.current_thread().name)
+        return real_by_hash(h)
+
+    store.api_keys = keys  # type: ignore[method-assign]
+    store.api_key_by_hash = by_hash  # type: ignore[method-assign]
+    gw = Gateway(
+        settings=Settings(default_model="fn:echo"),
+        store=store,
+        providers={"fn": FunctionModel(lambda request: "ok")},
+    )
+    live = LiveServer(create_app(gw)).start()
+    try:
+        for token in (secret, "oc-wrong"):
+            r = httpx.get(live.url + "/v1/models", headers={"Authorization": f"Bearer {token}"})
+            assert r.status_code == (200 if token == secret else 401)
+    finally:
+        live.stop()
+        store.close()
+    assert readers and all(name.startswith("outcrop-call") for name in readers), readers

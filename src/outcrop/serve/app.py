@@ -398,6 +398,8 @@ class _Server:
         return queue
 
     async def caller(self, request: Request) -> ApiKey | None:
+        if self.keys.stale():  # once a second at most: the database, off the event loop
+            await asyncio.to_thread(self.keys.refresh)
         required = self.config.require_keys or self.keys.required()
         if not required:
             return None
@@ -410,7 +412,11 @@ class _Server:
                 "with: outcrop keys create NAME).",
                 code="missing_api_key",
             )
-        key = self.keys.lookup(secret.strip())
+        secret = secret.strip()
+        if self.keys.cached(secret):
+            key = self.keys.lookup(secret)
+        else:
+            key = await asyncio.to_thread(self.keys.lookup, secret)
         if key is None:
             raise ApiError(
                 401,
@@ -431,7 +437,11 @@ class _Server:
         until the call is settled."""
         if key is None:
             return Grant()
-        if self.limiter.shared:
+        limits = key.limits
+        budgets = limits.tokens_per_day or limits.tokens_per_month
+        if self.limiter.shared or budgets or limits.usd_per_day or limits.usd_per_month:
+            # Budgets read the ledger (a database round trip after the queued rows are
+            # written): never on the event loop, where it would hold up every stream.
             return await asyncio.to_thread(self._admit, key, model, body)
         return self._admit(key, model)
 

@@ -163,25 +163,41 @@ class KeyCache:
         self._any = False
         self._known: dict[str, ApiKey | None] = {}
 
-    def _fresh(self) -> None:
-        """Start over when the keys changed here or the TTL ran out (call with the lock)."""
-        now = self._clock()
-        if self._generation != self.store.keys_generation or now >= self._expires:
-            self._generation = self.store.keys_generation
-            self._expires = now + self.ttl
-            self._any = bool(self.store.api_keys())
+    def _stale(self) -> bool:
+        return self._generation != self.store.keys_generation or self._clock() >= self._expires
+
+    def refresh(self) -> None:
+        """Read whether keys exist again (a database read: call it off the event loop)."""
+        generation = self.store.keys_generation
+        exists = bool(self.store.api_keys())  # outside the lock: it may wait on the database
+        with self._lock:
+            self._generation = generation
+            self._expires = self._clock() + self.ttl
+            self._any = exists
             self._known.clear()
+
+    def stale(self) -> bool:
+        """Whether the next question needs the database (then ask it off the event loop)."""
+        with self._lock:
+            return self._stale()
 
     def required(self) -> bool:
         """Whether any live key exists (then every endpoint but /health needs one)."""
+        if self.stale():
+            self.refresh()
         with self._lock:
-            self._fresh()
             return self._any
+
+    def cached(self, secret: str) -> bool:
+        """Whether :meth:`lookup` can answer for ``secret`` without the database."""
+        with self._lock:
+            return not self._stale() and hash_key(secret) in self._known
 
     def lookup(self, secret: str) -> ApiKey | None:
         digest = hash_key(secret)
+        if self.stale():
+            self.refresh()
         with self._lock:
-            self._fresh()
             if digest in self._known:
                 return self._known[digest]
             generation = self._generation
