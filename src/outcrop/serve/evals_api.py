@@ -353,7 +353,7 @@ def evals_router(
         )
 
     async def run_of(run_id: str, param: str = "run_id") -> EvalRun:
-        full = find_run(run_id, param)
+        full = await asyncio.to_thread(find_run, run_id, param)
         return await asyncio.to_thread(load_run, gateway, full)
 
     @router.get("/evals/runs", tags=["evals"], response_model=EvalRunList)
@@ -363,9 +363,8 @@ def evals_router(
         key: Any = who,
     ) -> dict[str, Any]:
         """The latest eval runs, newest first, with each metric's mean over the run."""
-        rows = store.eval_runs(limit=limit, suite=suite or None)
-
         def load() -> list[dict[str, Any]]:
+            rows = store.eval_runs(limit=limit, suite=suite or None)
             return [_finite(_run_out(load_run(gateway, r["id"]))) for r in rows]
 
         return {"object": "list", "data": await asyncio.to_thread(load)}

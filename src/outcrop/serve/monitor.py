@@ -160,7 +160,7 @@ def monitor_router(
         return error(404, f"No trace {trace_id!r}.", code="trace_not_found")
 
     @router.get("/traces")
-    async def traces(
+    def traces(
         limit: int = Query(50, ge=1, le=1000),
         model: str | None = None,
         kind: str | None = None,
@@ -175,7 +175,7 @@ def monitor_router(
         return {"object": "list", "data": [_summary_row(r, feedback.get(r.id)) for r in rows]}
 
     @router.get("/traces/{trace_id}")
-    async def trace(trace_id: str, key: Any = who) -> dict[str, Any]:
+    def trace(trace_id: str, key: Any = who) -> dict[str, Any]:
         """One call: request, response, attempts, guardrail decisions, children, feedback."""
         row = store.get(trace_id)
         if row is None or (key is not None and row.api_key != key.id):
@@ -188,7 +188,7 @@ def monitor_router(
         }
 
     @router.post("/traces/{trace_id}/feedback")
-    async def feedback(trace_id: str, body: Feedback, key: Any = who) -> dict[str, Any]:
+    def feedback(trace_id: str, body: Feedback, key: Any = who) -> dict[str, Any]:
         """Thumbs up or down, and a comment, on a call."""
         row = store.get(trace_id)
         if row is None or (key is not None and row.api_key != key.id):
@@ -197,7 +197,7 @@ def monitor_router(
         return {"ok": True, "trace_id": row.id}
 
     @router.get("/metrics/summary")
-    async def summary(
+    def summary(
         hours: float = 24.0,
         bucket: int = 3600,
         model: str | None = None,
@@ -251,7 +251,7 @@ def monitor_router(
         }
 
     @router.get("/monitor/online", response_model=OnlineSummary)
-    async def online_scores(
+    def online_scores(
         since: float | None = Query(None, description="Start, in seconds since the epoch."),
         until: float | None = Query(None, description="End (default: now)."),
         bucket: int | None = Query(None, description="Seconds per point (default: ~60 points)."),
@@ -329,7 +329,7 @@ def monitor_router(
         return {"since": start, "until": end, "bucket": bucket, "metrics": series, "status": status}
 
     @router.get("/alerts", response_model=AlertList)
-    async def alerts(
+    def alerts(
         open_only: bool = Query(False, alias="open", description="Only alerts still open."),
         limit: int = Query(100, ge=1, le=1000),
         key: Any = who,

@@ -624,7 +624,7 @@ def pages_router(server: _Server, error: type[ApiError]) -> APIRouter:
         name: str, limit: int = Query(1000, ge=1, le=100_000), key: ApiKey | None = who
     ) -> dict[str, Any]:
         """A knowledge base's settings, size and documents (the first ``limit``)."""
-        base = open_kb(name, key)
+        base = await asyncio.to_thread(open_kb, name, key)
 
         def read() -> dict[str, Any]:
             docs = base.store.documents()[:limit]
@@ -702,7 +702,7 @@ def pages_router(server: _Server, error: type[ApiError]) -> APIRouter:
         stored; a file sent again replaces its earlier version."""
         from ..rag import LoadOptions
 
-        base = open_kb(name, key)
+        base = await asyncio.to_thread(open_kb, name, key)
         try:
             await server.admit_call(key, base.embedder_id)
             content_type = request.headers.get("content-type", "")
@@ -779,7 +779,7 @@ def pages_router(server: _Server, error: type[ApiError]) -> APIRouter:
         key: ApiKey | None = who,
     ) -> dict[str, Any]:
         """Remove one document from a knowledge base."""
-        base = open_kb(name, key)
+        base = await asyncio.to_thread(open_kb, name, key)
 
         def remove() -> dict[str, Any]:
             keys = [(d.origin, d.source) for d in base.store.documents() if d.source == source]
