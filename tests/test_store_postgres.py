@@ -411,3 +411,44 @@ def test_an_eval_run_is_stored_and_resumed(store_url: str) -> None:
     assert again.id == run.id and len(again.rows) == 2
     gw.close()
     store.close()
+
+
+def test_rows_queued_while_the_database_is_away_are_written_when_it_is_back(
+    postgres_url: str,
+) -> None:
+    """They are the budget ledger: an outage holds them back instead of dropping them, and
+    readers are not kept waiting for it."""
+    from .test_rag_pg import Proxy
+
+    proxy = Proxy(postgres_url)
+    url = proxy.url + "?" + postgres_url.split("?", 1)[1]
+    store = Store(url)
+    try:
+        for i in range(10):
+            store.record_later(_row(i))
+        store.flush()
+        assert store.count() == 10
+        proxy.cut()
+        for i in range(5):
+            store.record_later(_row(100 + i))
+        deadline = time.monotonic() + 60
+        while not store._outage and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert store._outage, "the writer never noticed the outage"
+        started = time.monotonic()
+        store.flush()  # does not wait for the database to come back
+        assert time.monotonic() - started < 5
+        proxy.restore()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if store.count() == 15:
+                    break
+            except Exception:
+                pass
+            time.sleep(0.5)
+        assert store.count() == 15
+        assert not store._outage
+    finally:
+        store.close()
+        proxy.cut()

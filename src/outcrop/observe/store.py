@@ -129,6 +129,10 @@ def open_store(settings: Settings | None = None) -> Store:
     return Store(url if url else home() / "outcrop.db")
 
 
+# Rows kept in memory while the database is unreachable (about 2 KB each), oldest dropped.
+_MAX_HELD = 100_000
+
+
 class Store:
     """Traces, ledger, prompt versions, eval runs and API keys on SQLite or PostgreSQL.
 
@@ -153,6 +157,7 @@ class Store:
         self._closed = False
         self._writer: threading.Thread | None = None
         self._listeners: list[Callable[[list[TraceRow]], None]] = []
+        self._outage = 0  # failed writes in a row while the database is unreachable
         # Bumped when this object adds or revokes an API key, so caches of keys in this
         # process (the server's) see the change at once; other processes within their TTL.
         self.keys_generation = 0
@@ -328,7 +333,12 @@ class Store:
                 batch, self._pending = self._pending, []
                 self._inflight = len(batch)
             try:
-                self._write_batch(batch)
+                if not self._write_batch(batch):
+                    self._hold_back(batch)
+                    continue
+                if self._outage:
+                    log.warning("the database answers again: queued trace rows written")
+                    self._outage = 0
                 if self._listeners:
                     self._notify(batch)
             except Exception:
@@ -338,7 +348,27 @@ class Store:
                     self._inflight = 0
                     self._cv.notify_all()
 
-    def _write_batch(self, batch: list[TraceRow]) -> None:
+    def _hold_back(self, batch: list[TraceRow]) -> None:
+        """The database is unreachable: keep the rows (they are the budget ledger), queued
+        first, and wait before trying again — up to ``_MAX_HELD`` rows, the oldest dropped
+        beyond that. Once closed, what cannot be written is counted in the log."""
+        with self._cv:
+            self._outage += 1
+            if self._closed:
+                lost = len(batch) + len(self._pending)
+                self._pending = []
+                log.error("%d trace rows not written: the database is unreachable", lost)
+                return
+            self._pending = batch + self._pending
+            if len(self._pending) > _MAX_HELD:
+                dropped = len(self._pending) - _MAX_HELD
+                self._pending = self._pending[dropped:]
+                log.error("%d trace rows dropped: the database is unreachable", dropped)
+            self._inflight = 0
+            self._cv.notify_all()  # readers waiting in flush() go on (and meet the outage)
+            self._cv.wait(timeout=min(2.0 ** min(self._outage, 4), 10.0))
+
+    def _write_batch(self, batch: list[TraceRow]) -> bool:
         """Store a batch in one transaction (one executemany). A failed batch is tried once
         more (a dropped connection is replaced); then row by row, so one row the database
         refuses costs only itself. An id already stored is skipped with a warning."""
@@ -360,8 +390,8 @@ class Store:
                     log.warning("%d trace rows: write failed (%s); trying again", len(batch), exc)
                     continue
                 if isinstance(exc, StoreUnavailableError):
-                    log.error("%d trace rows could not be written: %s", len(batch), exc)
-                    return
+                    log.error("%d trace rows held back: %s", len(batch), exc)
+                    return False
                 stored = 0
                 for one in values:
                     try:
@@ -375,6 +405,7 @@ class Store:
                 "%d trace row(s) not stored: a row with the same id was stored already",
                 len(values) - stored,
             )
+        return True
 
     def flush(self) -> None:
         """Wait until every row queued by :meth:`record_later` is stored."""
@@ -383,7 +414,7 @@ class Store:
             self._cv.notify_all()
             try:
                 while self._pending or self._inflight:
-                    if self._writer is None or not self._writer.is_alive():
+                    if self._writer is None or not self._writer.is_alive() or self._outage:
                         break
                     self._cv.wait(timeout=1.0)
             finally:
