@@ -438,3 +438,30 @@ def test_kb_cli_bad_input(capsys, folder: Path, monkeypatch: pytest.MonkeyPatch,
     code, _, err = run(capsys, "kb", "create", "Bad Name")
     assert code == 1 and "not valid" in err
     assert run(capsys, "kb", "info", "handbook")[0] == 0  # still there, intact
+
+
+def test_creates_racing_for_one_name_leave_one_knowledge_base(gw: Gateway) -> None:
+    import threading
+
+    barrier = threading.Barrier(6)
+    made: list[int] = []
+    refused: list[str] = []
+
+    def create(n: int) -> None:
+        barrier.wait()
+        try:
+            KnowledgeBase.create("race", gateway=gw, chunk_tokens=100 + n).close()
+            made.append(n)
+        except UserError as exc:
+            refused.append(str(exc))
+
+    threads = [threading.Thread(target=create, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(made) == 1 and len(refused) == 5, (made, refused)
+    assert all("already exists" in message for message in refused)
+    base = KnowledgeBase.open("race", gateway=gw)
+    assert base.info()["chunk_tokens"] == 100 + made[0]  # the winner's settings, as it was told
+    base.close()

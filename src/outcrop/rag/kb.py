@@ -1073,7 +1073,15 @@ _ENGINE_META = frozenset(
 def _new_store(name: str, engine: str, url: str | None, meta: Mapping[str, str]) -> KnowledgeStore:
     """Make the storage of a new knowledge base and write its settings."""
     if engine == "sqlite":
-        sqlite = KBStore(kb_dir() / f"{name}.db")
+        path = kb_dir() / f"{name}.db"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:  # claimed exclusively: two creates racing for one name cannot both succeed
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            raise UserError(
+                f"Knowledge base {name!r} already exists; add to it, or remove it first."
+            ) from None
+        sqlite = KBStore(path)
         sqlite.set_meta(**meta)
         return sqlite
     assert url is not None

@@ -530,7 +530,14 @@ class PgKBStore:
                 )
                 return schema
 
-        return cls(url, name, _run(url, work))
+        try:
+            schema = _run(url, work)
+        except psycopg.errors.UniqueViolation:
+            # Several first creates in a new database race to make the catalog's schema
+            # (CREATE ... IF NOT EXISTS is not safe under concurrency): it exists now, so once
+            # more; a name taken meanwhile is then the clear "already exists".
+            schema = _run(url, work)
+        return cls(url, name, schema)
 
     @classmethod
     def drop(cls, url: str, name: str) -> bool:
