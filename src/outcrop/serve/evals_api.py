@@ -363,6 +363,7 @@ def evals_router(
         key: Any = who,
     ) -> dict[str, Any]:
         """The latest eval runs, newest first, with each metric's mean over the run."""
+
         def load() -> list[dict[str, Any]]:
             rows = store.eval_runs(limit=limit, suite=suite or None)
             return [_finite(_run_out(load_run(gateway, r["id"]))) for r in rows]
