@@ -788,16 +788,7 @@ class Store:
         if model:
             sql += " AND (model = ? OR requested_model = ?)"
             args += [model, model]
-        if prompt:
-            name, _, version = prompt.partition("@")
-            sql += " AND prompt_name = ?"
-            args.append(name)
-            if version.isdigit():
-                sql += " AND prompt_version = ?"
-                args.append(int(version))
-        if api_key:
-            sql += " AND api_key = ?"
-            args.append(api_key)
+        sql += _prompt_and_key(prompt, api_key, args)
         sql += " ORDER BY started_at"
         return [dict(r) for r in self._all(sql, args)]
 
@@ -838,16 +829,7 @@ class Store:
         if model:
             sql += " AND model = ?"
             args.append(model)
-        if prompt:
-            name, _, version = prompt.partition("@")
-            sql += " AND prompt_name = ?"
-            args.append(name)
-            if version.isdigit():
-                sql += " AND prompt_version = ?"
-                args.append(int(version))
-        if api_key:
-            sql += " AND api_key = ?"
-            args.append(api_key)
+        sql += _prompt_and_key(prompt, api_key, args)
         sql += " ORDER BY scored_at, trace_id"
         return [dict(r) for r in self._all(sql, args)]
 
@@ -933,3 +915,20 @@ class Store:
                 f"SELECT * FROM alerts{where} ORDER BY opened_at DESC, id LIMIT ?", (limit,)
             )
         ]
+
+
+def _prompt_and_key(prompt: str | None, api_key: str | None, args: list[Any]) -> str:
+    """SQL conditions (appending their arguments) for a prompt ("name" or "name@3") and an
+    API key id, as the monitoring filters take them."""
+    sql = ""
+    if prompt:
+        name, _, version = prompt.partition("@")
+        sql += " AND prompt_name = ?"
+        args.append(name)
+        if version.isdigit():
+            sql += " AND prompt_version = ?"
+            args.append(int(version))
+    if api_key:
+        sql += " AND api_key = ?"
+        args.append(api_key)
+    return sql
