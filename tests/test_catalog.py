@@ -78,7 +78,7 @@ def test_every_course_provider_and_packaged_model_is_there():
     from outcrop.providers.local import PACKAGED_MODELS
 
     for name in [*PACKAGED_MODELS, *LOCAL_EMBEDDERS]:
-        assert find(f"local:{name}").id == f"local:{name}"
+        assert f"local:{name}" in find(f"local:{name}").ids
 
 
 def test_price_ids_name_entries_of_prices_toml():
@@ -293,8 +293,10 @@ def test_packaged_files_match_what_outcrop_installs():
         assert minilm.packaged is not None and minilm.packaged.file_bytes == onnx.stat().st_size
     from outcrop.embeddings.local import LOCAL_EMBEDDERS
 
-    assert minilm.dimensions == LOCAL_EMBEDDERS["all-minilm-l6-v2"].dimensions == 384
-    assert minilm.context == LOCAL_EMBEDDERS["all-minilm-l6-v2"].max_tokens
+    for name in ("all-minilm-l6-v2", "all-minilm-l6-v2-int8"):
+        assert find(f"local:{name}").name == minilm.name
+        assert minilm.dimensions == LOCAL_EMBEDDERS[name].dimensions == 384
+        assert minilm.context == LOCAL_EMBEDDERS[name].max_tokens
 
 
 def test_sizing_architecture():
@@ -401,7 +403,7 @@ def test_filter_by_context_price_licence_and_locality():
     assert apache and all("apache" in m.licence.lower() for m in apache)
     local = filter_models(runs_locally=True)
     assert all(m.runs_locally for m in local)
-    assert {"local:smollm2-135m", "local:all-minilm-l6-v2"} <= {m.id for m in local}
+    assert {"local:smollm2-135m", "local:all-minilm-l6-v2-int8"} <= {m.id for m in local}
     both = filter_models(task="code", runs_locally=True, licence="apache", min_context=32_000)
     assert {m.name for m in both} == {
         "Qwen2.5 1.5B Instruct",
@@ -485,8 +487,8 @@ def test_image_request_picks_image_models_only():
 def test_search_picks_an_embedding_model_and_offline_the_packaged_one():
     assert recommend("semantic search over our documents")[0].model.kind == "embedding"
     offline = recommend("search our documents privately, no api key")[0]
-    assert offline.model.id == "local:all-minilm-l6-v2"
-    assert "installed with outcrop as local:all-minilm-l6-v2" in offline.explain()
+    assert offline.model.id == "local:all-minilm-l6-v2-int8"  # the default embedder
+    assert "installed with outcrop as local:all-minilm-l6-v2-int8" in offline.explain()
 
 
 def test_constraints_are_hard():

@@ -18,7 +18,7 @@ TEXTS = [
 
 def test_vectors_equal_those_of_a_plain_onnx_runtime_session() -> None:
     spec = LOCAL_EMBEDDERS["all-minilm-l6-v2"]
-    embedder = LocalEmbedder()
+    embedder = LocalEmbedder("all-minilm-l6-v2")
     vectors = embedder.embed(TEXTS)
     folder = importlib.util.find_spec(spec.package).submodule_search_locations  # type: ignore[union-attr]
     plain = onnxruntime.InferenceSession(

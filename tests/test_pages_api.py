@@ -93,7 +93,7 @@ def test_create_list_and_show_a_knowledge_base(http: httpx.Client) -> None:
 
     made = http.post("/v1/knowledge-bases", json={"name": "handbook"})
     assert made.status_code == 201, made.text
-    assert made.json()["embedder"] == "local:all-minilm-l6-v2"
+    assert made.json()["embedder"] == "local:all-minilm-l6-v2-int8"
     assert made.json()["documents"] == 0 and made.json()["size_bytes"] > 0
     (row,) = http.get("/v1/knowledge-bases").json()["data"]
     assert (row["name"], row["documents"], row["error"]) == ("handbook", 0, None)

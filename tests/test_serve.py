@@ -164,6 +164,12 @@ def test_embeddings_with_the_local_embedder(live: LiveServer) -> None:
     raw = base64.b64decode(b64.data[0].embedding)  # type: ignore[arg-type]
     decoded = struct.unpack(f"<{len(raw) // 4}f", raw)
     assert decoded == pytest.approx(e.data[0].embedding, abs=1e-6)
+    # The integer model (knowledge bases' default): its own vectors, close to the float one's.
+    q = c.embeddings.create(model="local:all-minilm-l6-v2-int8", input=["a cat", "a dog"])
+    assert [len(d.embedding) for d in q.data] == [384, 384]
+    assert q.usage.prompt_tokens == e.usage.prompt_tokens
+    cosine = sum(x * y for x, y in zip(q.data[0].embedding, e.data[0].embedding, strict=True))
+    assert 0.98 < cosine < 0.99999
 
 
 def test_keys_scopes_and_authentication_failures(live: LiveServer, store: Store) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from ..errors import InvalidRequestError, UserError
+from ..rag.kb import DEFAULT_EMBEDDER
 from ._common import Ctx, DefaultGroup, echo_json, pass_ctx
 
 
@@ -40,7 +41,7 @@ def kb() -> None:
 @click.argument("name")
 @click.option(
     "--embedder",
-    default="local:all-minilm-l6-v2",
+    default=DEFAULT_EMBEDDER,
     show_default=True,
     help="Embedding model; fixed for the knowledge base's life.",
 )

@@ -357,10 +357,13 @@ class LocalProvider(Provider):
         return LocalEmbedder(model) if model in LOCAL_EMBEDDERS else None
 
     def embed(self, model: str, texts: list[str]) -> EmbeddingResult:
+        from ..embeddings.local import LOCAL_EMBEDDERS
+
         embedder = self.embedder(model)
         if embedder is None:
             raise InvalidRequestError(
-                f"local:{model} is a chat model; embedding models: local:all-minilm-l6-v2",
+                f"local:{model} is a chat model; embedding models: "
+                + ", ".join(f"local:{name}" for name in LOCAL_EMBEDDERS),
                 field="model",
             )
         vectors, tokens = embedder.embed_counted(texts)

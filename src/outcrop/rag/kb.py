@@ -59,7 +59,7 @@ __all__ = [
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _WORD = re.compile(r"\w+", re.UNICODE)
-DEFAULT_EMBEDDER = "local:all-minilm-l6-v2"
+DEFAULT_EMBEDDER = "local:all-minilm-l6-v2-int8"
 Mode = Literal["hybrid", "dense", "bm25"]
 Fusion = Literal["weighted", "rrf"]
 ENGINES = ("sqlite", "postgres")

@@ -37,6 +37,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..catalog.models import KINDS, MODALITIES, USE_CASES, CatalogArchitecture, Packaged
 from ..errors import UnknownModelError, UserError
+from ..rag.kb import DEFAULT_EMBEDDER
 
 if TYPE_CHECKING:
     from ..catalog.models import CatalogModel
@@ -78,7 +79,7 @@ class KBCreate(_Body):
         min_length=1, description="Lowercase letters, digits, '-' and '_'; 64 at most."
     )
     embedder: str = Field(
-        default="local:all-minilm-l6-v2",
+        default=DEFAULT_EMBEDDER,
         min_length=1,
         description="The embedding model; fixed for the knowledge base's life.",
     )
