@@ -124,13 +124,13 @@ class SentenceReranker:
 
     ``embedder`` should be the knowledge base's own (``kb.embedder``). ``weight`` is the
     sentence score's share against the retrieval score; its default was tuned on BEIR
-    SciFact's train queries. ``cache_size`` sentences' vectors are kept per embedder
-    per process (384 floats each for MiniLM: 32,768 sentences ≈ 50 MB).
+    SciFact's train queries with the default embedder. ``cache_size`` sentences' vectors
+    are kept per embedder per process (384 floats each for MiniLM: 32,768 sentences ≈ 50 MB).
     """
 
     stage = "sentence"
 
-    def __init__(self, embedder: Embedder, *, weight: float = 0.2, cache_size: int = 32_768):
+    def __init__(self, embedder: Embedder, *, weight: float = 0.3, cache_size: int = 32_768):
         if not 0.0 <= weight <= 1.0:
             raise InvalidRequestError(
                 f"The sentence re-ranker's weight must be within 0 and 1 (got {weight})",
