@@ -175,6 +175,36 @@ def test_a_bad_row_in_a_batch_costs_only_itself(
     assert "1 trace row(s) not stored: a row with the same id" in caplog.text
 
 
+def test_a_queued_batch_is_stored_whole_around_rows_stored_before(
+    any_store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Queued rows are inserted many to a statement (in statements of 2^k rows): every
+    row of an odd-sized batch lands once, and ids stored before are skipped, not fatal."""
+    store = any_store
+    store.record(_row(0))
+    store.record(_row(298))
+    with caplog.at_level(logging.WARNING, logger="outcrop.store"):
+        for i in range(299):  # 256 + 32 + 8 + 2 + 1 when it goes as one batch
+            store.record_later(_row(i, request={"messages": [{"content": f"m{i}"}]}))
+        store.flush()
+    assert store.count() == 299
+    assert store.get("0150abc").request == {"messages": [{"content": "m150"}]}  # type: ignore[union-attr]
+    assert store.get("0298abc").request == {"messages": []}  # type: ignore[union-attr]
+    assert "2 trace row(s) not stored: a row with the same id" in caplog.text
+
+
+def test_json_columns_hold_what_the_standard_library_would() -> None:
+    import json
+
+    from outcrop.observe.engines import dumps
+
+    value = {"é": ["✓", 1.5, None, True], "n": 2**70, 3: "int key"}
+    assert json.loads(dumps(value)) == {"é": ["✓", 1.5, None, True], "n": 2**70, "3": "int key"}
+    assert json.loads(dumps({"t": float("nan")})) == {"t": None}
+    with pytest.raises(TypeError):
+        dumps({"bad": object()})
+
+
 def test_queued_rows_are_read_back_and_written_at_exit(any_store: Store, store_url: str) -> None:
     store = any_store
     for i in range(200):

@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import orjson
+
 from ..errors import MissingExtraError, StoreError, StoreUnavailableError
 
 if TYPE_CHECKING:
@@ -177,7 +179,7 @@ class Engine:
 
     def json(self, value: Any) -> str:
         """A value for a JSON column."""
-        return json.dumps(value, ensure_ascii=False)
+        return dumps(value)
 
     def open_error(self, exc: BaseException) -> BaseException:
         """What to raise when opening the store (migrating) failed with ``exc``."""
@@ -197,6 +199,15 @@ class Tx:
         """Run one statement for each row; returns the rows it changed in all."""
         raise NotImplementedError
 
+    def insert_many(
+        self, table: str, columns: Sequence[str], rows: Sequence[Args], *, conflict: str = ""
+    ) -> int:
+        """INSERT ``rows`` (one value per column each), with an optional ``ON CONFLICT``
+        clause; returns the rows inserted."""
+        marks = ", ".join("?" * len(columns))
+        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) {conflict}"
+        return self.executemany(sql, rows)
+
     def lock(self, name: str) -> None:
         """Hold a lock named ``name`` until the transaction ends (other writers wait)."""
 
@@ -213,6 +224,30 @@ class _SqliteTx(Tx):
 
     def executemany(self, sql: str, rows: Sequence[Args]) -> int:
         return self.db.executemany(sql, rows).rowcount
+
+    def insert_many(
+        self, table: str, columns: Sequence[str], rows: Sequence[Args], *, conflict: str = ""
+    ) -> int:
+        # Many rows per statement. executemany runs one step per row, and each step lets go
+        # of the interpreter and takes it back from whichever thread holds it: from a
+        # writer thread beside a busy caller that handover cost more than the row itself.
+        # Statements of 2^k rows keep to a few shapes, which the statement cache keeps.
+        if not rows:
+            return 0
+        width = len(columns)
+        most = max(1, self.db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width)
+        size = 1 << min(most.bit_length() - 1, 8)  # 256 rows at most
+        head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+        one = "(" + ", ".join("?" * width) + ")"
+        done = start = 0
+        while start < len(rows):
+            while size > len(rows) - start:
+                size >>= 1
+            chunk = rows[start : start + size]
+            args = [value for row in chunk for value in row]
+            done += self.db.execute(f"{head}{', '.join([one] * size)} {conflict}", args).rowcount
+            start += size
+        return done
 
     def lock(self, name: str) -> None:
         pass  # BEGIN IMMEDIATE holds the database's one write lock already
@@ -490,11 +525,22 @@ class PostgresEngine(Engine):
         return f"to_char(to_timestamp({column}) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
 
     def json(self, value: Any) -> str:
-        text = json.dumps(value, ensure_ascii=False)
+        text = dumps(value)
         return _JSON_NUL.sub(r"\1\\ufffd", text) if "\\u0000" in text else text
 
     def close(self) -> None:
         self._pool.close()
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON text, through orjson (a tenth of the standard library's time; the trace
+    writer converts three columns a row while calls hold the interpreter). What orjson
+    refuses — an integer past 64 bits, a lone surrogate — gets the standard library's
+    answer (or its error). NaN and infinities become null, which both engines accept."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def relative_to(url: str, folder: Path) -> str:
