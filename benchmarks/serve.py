@@ -132,13 +132,15 @@ def role_echo(port: int) -> None:
 
     from outcrop import Gateway, Settings
     from outcrop.providers.testing import FunctionModel
-    from outcrop.serve.app import create_app
+    from outcrop.serve.app import create_app, tune_gc
 
     gateway = Gateway(
         settings=Settings(default_model="fn:echo"),
         providers={"fn": FunctionModel(lambda request: "ok")},
     )
-    uvicorn.run(create_app(gateway), host="127.0.0.1", port=port, log_level="warning")
+    app = create_app(gateway)
+    tune_gc()  # as `outcrop serve` does
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
 async def _mock_app(scope: dict[str, Any], receive: Any, send: Any) -> None:

@@ -41,7 +41,7 @@ def role_echo(port: int, traced: bool, folder: str) -> None:
     from outcrop import Gateway, Settings, Store
     from outcrop.observe.store import TraceRow
     from outcrop.providers.testing import TestModel
-    from outcrop.serve.app import create_app
+    from outcrop.serve.app import create_app, tune_gc
 
     class Untraced(Store):
         def record_later(self, row: TraceRow) -> None:
@@ -54,7 +54,9 @@ def role_echo(port: int, traced: bool, folder: str) -> None:
         store=store,
         providers={"test": TestModel(default="The capital of France is Paris.")},
     )
-    uvicorn.run(create_app(gateway), host="127.0.0.1", port=port, log_level="warning")
+    app = create_app(gateway)
+    tune_gc()  # as `outcrop serve` does
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
 def http(args: argparse.Namespace, folder: str) -> dict[str, Any]:

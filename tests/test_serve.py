@@ -623,3 +623,21 @@ def test_metric_labels_are_bounded() -> None:
     text = metrics.render()
     assert 'outcrop_model_calls_total{model="m1",prompt="p1"' not in text
     assert 'model="other",prompt="other",prompt_version="other",key="other",status="ok"} 1' in text
+
+
+def test_a_server_process_freezes_what_it_loaded_and_collects_less_often() -> None:
+    """``outcrop serve`` calls tune_gc before it serves; run here in a process of its own,
+    since it changes the interpreter's collector for good."""
+    import subprocess
+    import sys
+
+    script = (
+        "import gc\n"
+        "from outcrop.serve.app import tune_gc\n"
+        "before = gc.get_freeze_count()\n"
+        "tune_gc()\n"
+        "print(gc.get_threshold(), before == 0 < gc.get_freeze_count())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "(20000, 20, 20) True"

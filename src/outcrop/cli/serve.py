@@ -63,7 +63,7 @@ def serve(
     try:
         import uvicorn
 
-        from ..serve.app import ServeConfig, create_app
+        from ..serve.app import ServeConfig, create_app, tune_gc
     except ImportError:
         from ..errors import MissingExtraError
 
@@ -90,4 +90,5 @@ def serve(
         + (f"{keys} API key(s) active)" if keys else "no API keys yet: open to this machine)"),
         err=True,
     )
+    tune_gc()
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=15)
