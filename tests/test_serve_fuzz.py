@@ -166,7 +166,11 @@ def fuzz(url: str, headers: dict[str, str], *, name: str | None, examples: int =
 @pytest.fixture
 def server(store: Store, tmp_path: Path) -> Iterator[LiveServer]:
     # The documented examples' models answer through the doubles.
-    aliases = {"local:smollm2-135m": CHAT_MODEL, "local:all-minilm-l6-v2": EMBEDDER}
+    aliases = {
+        "local:smollm2-135m": CHAT_MODEL,
+        "local:all-minilm-l6-v2": EMBEDDER,
+        "local:all-minilm-l6-v2-int8": EMBEDDER,  # knowledge bases' default embedder
+    }
     gateway = Gateway(settings=Settings(default_model=CHAT_MODEL, aliases=aliases), store=store)
     # Only test doubles: no local weights to load, no endpoints that need a key or a network.
     gateway.providers = {"fn": FunctionModel(answer), "emb": FixedEmbedder()}
