@@ -44,6 +44,17 @@ def test_every_weight_product_is_made_integer() -> None:
     assert ops.count("MatMul") == 12
     assert ops.count("DynamicQuantizeLinear") == 24  # one per distinct activation
 
+    # The 36 weight matrices are no longer turned back into floats; only the embedding
+    # tables' Casts (looked up, not multiplied) are left.
+    def int8_casts(m: onnx.ModelProto) -> list[str]:
+        int8 = {i.name for i in m.graph.initializer if i.data_type == onnx.TensorProto.INT8}
+        return [n.input[0] for n in m.graph.node if n.op_type == "Cast" and n.input[0] in int8]
+
+    before = int8_casts(onnx.load(str(_source())))
+    after = int8_casts(model)
+    assert len(before) - len(after) == 36
+    assert all("embeddings" in name for name in after)
+
 
 def test_vectors_equal_onnx_runtimes_own_dynamic_quantisation(tmp_path: Path) -> None:
     """The reference: fold the stored weights to float32, quantise with ONNX Runtime's tool

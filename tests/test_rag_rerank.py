@@ -175,3 +175,11 @@ def test_remote_models_cannot_score(store: Store):
     gw = Gateway(settings=Settings(), store=store)
     with pytest.raises(InvalidRequestError, match="needs the model's logits"):
         gw.yes_no([[]], model="openai:gpt-4o-mini")
+
+
+def test_the_sentence_weight_defaults_to_the_one_tuned_for_the_embedder() -> None:
+    from outcrop.embeddings.local import LocalEmbedder
+
+    assert SentenceReranker(LocalEmbedder("all-minilm-l6-v2-int8")).weight == 0.3
+    assert SentenceReranker(LocalEmbedder("all-minilm-l6-v2")).weight == 0.2
+    assert SentenceReranker(LocalEmbedder("all-minilm-l6-v2"), weight=0.7).weight == 0.7

@@ -184,8 +184,9 @@ def test_a_queued_batch_is_stored_whole_around_rows_stored_before(
     store.record(_row(0))
     store.record(_row(298))
     with caplog.at_level(logging.WARNING, logger="outcrop.store"):
-        for i in range(299):  # 256 + 32 + 8 + 2 + 1 when it goes as one batch
-            store.record_later(_row(i, request={"messages": [{"content": f"m{i}"}]}))
+        with store._cv:  # the writer takes them as one batch: 256 + 32 + 8 + 2 + 1 rows
+            for i in range(299):
+                store.record_later(_row(i, request={"messages": [{"content": f"m{i}"}]}))
         store.flush()
     assert store.count() == 299
     assert store.get("0150abc").request == {"messages": [{"content": "m150"}]}  # type: ignore[union-attr]

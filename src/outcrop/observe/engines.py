@@ -536,7 +536,9 @@ def dumps(value: Any) -> str:
     """Compact JSON text, through orjson (a tenth of the standard library's time; the trace
     writer converts three columns a row while calls hold the interpreter). What orjson
     refuses — an integer past 64 bits, a lone surrogate — gets the standard library's
-    answer (or its error). NaN and infinities become null, which both engines accept."""
+    answer (or its error). On the orjson path NaN and infinities become null, which both
+    engines accept; the standard library's fallback writes them as NaN, which SQLite keeps
+    and PostgreSQL refuses (the row is then logged as not written)."""
     try:
         return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
     except orjson.JSONEncodeError:

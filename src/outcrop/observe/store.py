@@ -318,8 +318,9 @@ class Store:
                 # Rows still queued when the program ends are written before it exits.
                 atexit.register(_flush_at_exit, weakref.ref(self))
             # Wake the writer for the first row of a batch, or a full one: waking it for
-            # every row while it lingers would cost a thread switch a call.
-            if len(self._pending) == 1 or len(self._pending) >= _BATCH_ROWS:
+            # every row while it lingers would cost a thread switch a call. Not while the
+            # database is unreachable: the writer waits out its back-off.
+            if not self._outage and (len(self._pending) == 1 or len(self._pending) >= _BATCH_ROWS):
                 self._cv.notify_all()
 
     def _write_loop(self) -> None:

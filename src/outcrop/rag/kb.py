@@ -284,7 +284,8 @@ class KnowledgeBase:
         self._matrix: tuple[int, npt.NDArray[np.int64], npt.NDArray[np.float32]] | None = None
         self._ann: tuple[int, Any] | None = None
         meta = store.meta()
-        self.embedder_id = meta.get("embedder", DEFAULT_EMBEDDER)
+        # A knowledge base that recorded no embedder predates the integer default.
+        self.embedder_id = meta.get("embedder", "local:all-minilm-l6-v2")
         self.chunking = ChunkingSettings(
             max_tokens=int(meta.get("chunk_tokens", 200)),
             overlap_tokens=int(meta.get("chunk_overlap", 32)),
