@@ -15,7 +15,7 @@ machine noise moves far less than requests/s).
 
 Prints one JSON line. Usage:
 
-    .venv/bin/python benchmarks/tracing.py [--calls 3000] [--rounds 5] [--http-seconds 4]
+    .venv/bin/python benchmarks/tracing.py [--calls 3000] [--rounds 9] [--http-seconds 4]
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def http(args: argparse.Namespace, folder: str) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=3000)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--http-seconds", type=float, default=4.0, help="seconds per slice")
     parser.add_argument("--http-rounds", type=int, default=4)
     parser.add_argument("--skip-http", action="store_true")

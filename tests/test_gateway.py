@@ -392,3 +392,26 @@ def test_close_from_another_thread_stops_the_reader(store: Store):
     row = store.get(stream.trace_id)
     assert row.status == "cancelled"
     assert row.output_tokens == len(seen) > 0
+
+
+def test_trace_ids_are_time_ordered_unique_and_differ_after_a_fork():
+    import os
+
+    from outcrop.gateway import new_id
+
+    ids = [new_id() for _ in range(5000)]  # past one 4 KiB pool of random bytes
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 24 and int(i, 16) >= 0 for i in ids)
+    assert ids[0][:12] <= ids[-1][:12]  # milliseconds first
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its ids must not repeat the parent's pool
+        os.write(write, "".join(new_id()[12:] for _ in range(50)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read) as f:
+        child = f.read()
+    parent = "".join(new_id()[12:] for _ in range(50))
+    assert len(child) == len(parent) == 600
+    assert child != parent

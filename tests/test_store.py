@@ -194,6 +194,84 @@ def test_a_queued_batch_is_stored_whole_around_rows_stored_before(
     assert "2 trace row(s) not stored: a row with the same id" in caplog.text
 
 
+def test_queued_rows_are_stored_as_a_direct_record_stores_them(any_store: Store) -> None:
+    """Rows queued from the hot path travel as JSON arrays that the database takes apart;
+    what lands is what record() stores, column for column, and reads back equal."""
+    store = any_store
+    full = dict(
+        stream=True,
+        usage_estimated=True,
+        request={"messages": [{"role": "user", "content": 'héllo ✓ "q"'}], "t": 0.7},
+        attempts=[{"model": "test", "error": None, "ms": 1.25e-7}],
+        guardrails=[{"check": "pii", "action": "mask"}],
+        response="réponse 𝄞",
+        latency_ms=12.345678901234567,
+        ttft_ms=0.1,
+        cost_usd=0.0,
+        prompt_name="support",
+        prompt_version=3,
+        api_key="k1",
+        parent_id="p1",
+        kind="chain",
+        started_at=1795980503.6604338,
+        input_tokens=2**31 - 1,
+        output_tokens=5,
+    )
+    store.record(_row(1, **full))
+    store.record_later(_row(2, **full))
+    bare = _row(3, model=None, provider=None, finish_reason=None)
+    store.record_later(bare)
+    store.flush()
+    direct, queued = store.get("0001abc"), store.get("0002abc")
+    assert queued is not None and direct is not None
+    assert queued == _row(2, **full)
+    assert {**vars(queued), "id": ""} == {**vars(direct), "id": ""}
+    assert store.get("0003abc") == bare
+    if store.dialect == "sqlite":  # the same SQL types, not only equal Python values
+        rows = store._all(
+            "SELECT "
+            + ", ".join(f"{c}, typeof({c})" for c in vars(direct) if c != "id")
+            + " FROM traces WHERE id IN ('0001abc', '0002abc') ORDER BY id"
+        )
+        assert tuple(rows[0]) == tuple(rows[1])
+
+
+def test_rows_json_cannot_carry_exactly_are_queued_as_rows(any_store: Store) -> None:
+    from outcrop.observe.store import _packed
+
+    nul = _row(1, response="a\x00b")
+    assert _packed(nul) is None  # SQLite's JSON functions would cut the text at the NUL
+    assert _packed(_row(2, request={"n": 2**70})) is None
+    assert _packed(_row(3)) is not None
+    any_store.record_later(nul)
+    any_store.flush()
+    got = any_store.get(nul.id)
+    assert got is not None
+    assert got.response == ("a\x00b" if any_store.dialect == "sqlite" else "a\ufffdb")
+
+
+def test_queued_rows_without_sqlite_json_operators(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite before 3.38 has no -> operator: the batch's values are bound instead."""
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 37, 2))
+    for i in range(5):
+        store.record_later(_row(i, request={"messages": [{"content": f"m{i}"}]}))
+    store.flush()
+    assert store.count() == 5
+    assert store.get("0004abc").request == {"messages": [{"content": "m4"}]}  # type: ignore[union-attr]
+
+
+def test_listeners_get_the_rows_themselves(store: Store) -> None:
+    seen: list[TraceRow] = []
+    store.subscribe(seen.extend)
+    rows = [_row(i) for i in range(3)]
+    for row in rows:
+        store.record_later(row)
+    store.flush()
+    assert seen == rows
+
+
 def test_json_columns_hold_what_the_standard_library_would() -> None:
     import json
 

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from ..errors import UserError
 from .engines import Engine, Row, StoreError, StoreUnavailableError, Tx, connect
 from .migrations import MIGRATIONS
@@ -112,6 +114,22 @@ _TRACE_INSERT = (
     f"INSERT INTO traces ({_TRACE_SELECT}) VALUES ({', '.join('?' * len(_TRACE_COLUMNS))})"
 )
 
+# What the writer's queue holds: a row as the JSON array of its column values (when
+# nothing listens: the row and its request are freed at once, so the garbage collector
+# does not walk thousands of queued rows, and SQLite takes the batch apart without the
+# interpreter), or the row itself (for listeners, or values JSON cannot hold).
+_Queued = bytes | TraceRow
+
+
+def _packed(row: TraceRow) -> bytes | None:
+    """The row as a JSON array of its column values, or None when JSON cannot hold them
+    exactly (an integer past 64 bits, a lone surrogate) or SQLite would cut them (NUL)."""
+    try:
+        blob = orjson.dumps(_ROW_VALUES(row), option=orjson.OPT_NON_STR_KEYS)
+    except orjson.JSONEncodeError:
+        return None
+    return None if b"\\u0000" in blob else blob
+
 
 def _upsert(table: str, columns: tuple[str, ...], key: tuple[str, ...]) -> str:
     """INSERT that writes over the row with the same key (the same SQL on both engines)."""
@@ -156,7 +174,7 @@ class Store:
         self.path: Path | None = self._engine.path  # the SQLite file (None on PostgreSQL)
         self.url = self._engine.url  # where the store is, for people (no password)
         self._cv = threading.Condition()
-        self._pending: list[TraceRow] = []
+        self._pending: list[_Queued] = []
         self._inflight = 0
         self._flushing = 0  # readers waiting for the queue to be written
         self._closed = False
@@ -306,10 +324,13 @@ class Store:
         """Add a row from the hot path: a writer thread stores queued rows in batches, one
         transaction each, so a call does not wait for the database. Every read flushes
         first, so readers (budgets included) always see every row recorded before they asked."""
+        # With nobody listening the row is queued as its packed values and freed at once;
+        # listeners need the row itself, and then it is queued as it is.
+        item: _Queued = row if self._listeners else (_packed(row) or row)
         with self._cv:
             if self._closed:
                 raise UserError("The trace store is closed.")
-            self._pending.append(row)
+            self._pending.append(item)
             if self._writer is None:
                 self._writer = threading.Thread(
                     target=self._write_loop, name="outcrop-trace-writer", daemon=True
@@ -320,7 +341,7 @@ class Store:
             # Wake the writer for the first row of a batch, or a full one: waking it for
             # every row while it lingers would cost a thread switch a call. Not while the
             # database is unreachable: the writer waits out its back-off.
-            if not self._outage and (len(self._pending) == 1 or len(self._pending) >= _BATCH_ROWS):
+            if not self._outage and len(self._pending) in (1, _BATCH_ROWS):
                 self._cv.notify_all()
 
     def _write_loop(self) -> None:
@@ -350,7 +371,7 @@ class Store:
                     log.warning("the database answers again: queued trace rows written")
                     self._outage = 0
                 if self._listeners:
-                    self._notify(batch)
+                    self._notify([item for item in batch if isinstance(item, TraceRow)])
             except Exception:
                 log.exception("%d trace rows could not be written", len(batch))
             finally:
@@ -358,7 +379,7 @@ class Store:
                     self._inflight = 0
                     self._cv.notify_all()
 
-    def _hold_back(self, batch: list[TraceRow]) -> None:
+    def _hold_back(self, batch: list[_Queued]) -> None:
         """The database is unreachable: keep the rows (they are the budget ledger), queued
         first, and wait before trying again — up to ``_MAX_HELD`` rows, the oldest dropped
         beyond that. Once closed, what cannot be written is counted in the log."""
@@ -378,46 +399,68 @@ class Store:
             self._cv.notify_all()  # readers waiting in flush() go on (and meet the outage)
             self._cv.wait(timeout=min(2.0 ** min(self._outage, 4), 10.0))
 
-    def _write_batch(self, batch: list[TraceRow]) -> bool:
-        """Store a batch in one transaction (one executemany). A failed batch is tried once
-        more (a dropped connection is replaced); then row by row, so one row the database
-        refuses costs only itself. An id already stored is skipped with a warning."""
+    def _write_batch(self, batch: list[_Queued]) -> bool:
+        """Store a batch in one transaction. A failed batch is tried once more (a dropped
+        connection is replaced); then row by row, so one row the database refuses costs
+        only itself. An id already stored is skipped with a warning."""
+        packed: list[bytes] = []
         values: list[tuple[Any, ...]] = []
-        for row in batch:
-            try:
-                values.append(self._values(row))
-            except (TypeError, ValueError) as exc:  # a value JSON cannot hold
-                log.error("trace %s could not be written: %s", row.id, exc)
-        sql = _TRACE_INSERT + " ON CONFLICT (id) DO NOTHING"
+        for item in batch:
+            if isinstance(item, bytes):
+                packed.append(item)
+            else:
+                try:
+                    values.append(self._values(item))
+                except (TypeError, ValueError) as exc:  # a value JSON cannot hold
+                    log.error("trace %s could not be written: %s", item.id, exc)
+        conflict = "ON CONFLICT (id) DO NOTHING"
+        total = len(packed) + len(values)
         stored = 0
         for attempt in (1, 2):
             try:
                 with self._tx() as tx:
-                    stored = tx.insert_many(
-                        "traces", _TRACE_COLUMNS, values, conflict="ON CONFLICT (id) DO NOTHING"
+                    stored = tx.insert_json(
+                        "traces", _TRACE_COLUMNS, packed, json_columns=_JSON_AT, conflict=conflict
                     )
+                    stored += tx.insert_many("traces", _TRACE_COLUMNS, values, conflict=conflict)
                 break
             except Exception as exc:
                 if attempt == 1:
-                    log.warning("%d trace rows: write failed (%s); trying again", len(batch), exc)
+                    log.warning("%d trace rows: write failed (%s); trying again", total, exc)
                     continue
                 if isinstance(exc, StoreUnavailableError):
-                    log.error("%d trace rows held back: %s", len(batch), exc)
+                    log.error("%d trace rows held back: %s", total, exc)
                     return False
-                stored = 0
-                for one in values:
-                    try:
-                        with self._tx() as tx:
-                            stored += tx.execute(sql, one).rowcount
-                    except Exception as row_exc:
-                        log.error("trace %s could not be written: %s", one[0], row_exc)
-                        stored += 1  # counted: not a duplicate
-        if 0 <= stored < len(values):
+                stored = self._write_one_by_one([*map(self._unpacked, packed), *values])
+        if 0 <= stored < total:
             log.warning(
                 "%d trace row(s) not stored: a row with the same id was stored already",
-                len(values) - stored,
+                total - stored,
             )
         return True
+
+    def _unpacked(self, blob: bytes) -> tuple[Any, ...]:
+        """A queued JSON array as the values :meth:`_values` gives."""
+        values = orjson.loads(blob)
+        for i in _JSON_AT:
+            values[i] = self._engine.json(values[i])
+        for i in _BOOL_AT:
+            values[i] = bool(values[i])
+        return tuple(values)
+
+    def _write_one_by_one(self, values: list[tuple[Any, ...]]) -> int:
+        """Each row in its own transaction; a row the database refuses is logged and
+        counted as handled (it is not a duplicate)."""
+        sql = _TRACE_INSERT + " ON CONFLICT (id) DO NOTHING"
+        stored = 0
+        for one in values:
+            try:
+                with self._tx() as tx:
+                    stored += tx.execute(sql, one).rowcount
+            except Exception as row_exc:
+                log.error("trace %s could not be written: %s", one[0], row_exc)
+                stored += 1
+        return stored
 
     def flush(self) -> None:
         """Wait until every row queued by :meth:`record_later` is stored."""
