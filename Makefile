@@ -11,27 +11,28 @@ export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 ifeq ($(shell uname -m),x86_64)
 LLAMA_CFLAGS := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
 endif
-BUILD_ENV := CFLAGS="$(LLAMA_CFLAGS)" CXXFLAGS="$(LLAMA_CFLAGS)"
-# One greedy answer from the embedded model, in a throwaway home: proves llama.cpp runs here.
-LLAMA_CHECK := OUTCROP_HOME="$$(mktemp -d)" $(BIN)/outcrop -m local:smollm2-135m \
+BUILD_ENV := CFLAGS="$$CFLAGS $(LLAMA_CFLAGS)" CXXFLAGS="$$CXXFLAGS $(LLAMA_CFLAGS)"
+# One greedy answer from the embedded model, in a home of its own: proves llama.cpp runs here.
+LLAMA_CHECK := OUTCROP_HOME=$(VENV)/.llama-check $(BIN)/outcrop -m local:smollm2-135m \
 	-o temperature 0 -o max_tokens 4 "Say hello." >/dev/null
 
 .PHONY: setup run test test-fast test-system lint format bench bench-retrieval clean
 
-# Idempotent: creates .venv when missing, reinstalls only when pyproject.toml changed.
+# Idempotent: creates .venv when missing; reinstalls only when pyproject.toml or this
+# Makefile changed.
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BUILD_ENV) $(BIN)/python -m pip install --quiet -e '.[test,lint]'
 	@# pip's wheel cache may hold a llama.cpp built before the flags above (or on another
 	@# CPU): if the model cannot answer, build it again from source and cache that instead.
 	$(LLAMA_CHECK) || { echo "llama.cpp failed on this CPU: building it again from source"; \
-	  $(BIN)/python -m pip cache remove 'llama_cpp_python*' >/dev/null; \
+	  $(BIN)/python -m pip cache remove 'llama_cpp_python*' >/dev/null 2>&1 || true; \
 	  version="$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("llama-cpp-python"))')"; \
 	  $(BUILD_ENV) $(BIN)/python -m pip install --quiet --force-reinstall --no-deps \
-	    "llama-cpp-python==$$version" && $(LLAMA_CHECK); }
+	    --no-binary llama-cpp-python "llama-cpp-python==$$version" && $(LLAMA_CHECK); }
 	touch $(STAMP)
 
 # The OpenAI-compatible server on the embedded default model (http://127.0.0.1:8000/v1).

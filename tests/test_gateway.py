@@ -394,6 +394,7 @@ def test_close_from_another_thread_stops_the_reader(store: Store):
     assert row.output_tokens == len(seen) > 0
 
 
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
 def test_trace_ids_are_time_ordered_unique_and_differ_after_a_fork():
     import os
 
@@ -406,8 +407,10 @@ def test_trace_ids_are_time_ordered_unique_and_differ_after_a_fork():
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: its ids must not repeat the parent's pool
-        os.write(write, "".join(new_id()[12:] for _ in range(50)).encode())
-        os._exit(0)
+        try:
+            os.write(write, "".join(new_id()[12:] for _ in range(50)).encode())
+        finally:
+            os._exit(0)
     os.close(write)
     os.waitpid(pid, 0)
     with os.fdopen(read) as f:

@@ -243,6 +243,8 @@ def test_rows_json_cannot_carry_exactly_are_queued_as_rows(any_store: Store) -> 
     assert _packed(nul) is None  # SQLite's JSON functions would cut the text at the NUL
     assert _packed(_row(2, request={"n": 2**70})) is None
     assert _packed(_row(3)) is not None
+    assert _packed(_row(4, latency_ms=float("inf"))) is None  # JSON would make it null
+    assert _packed(_row(5, stream=1)) is None  # PostgreSQL's boolean takes no 1
     any_store.record_later(nul)
     any_store.flush()
     got = any_store.get(nul.id)
@@ -262,12 +264,17 @@ def test_queued_rows_without_sqlite_json_operators(
     assert store.get("0004abc").request == {"messages": [{"content": "m4"}]}  # type: ignore[union-attr]
 
 
-def test_listeners_get_the_rows_themselves(store: Store) -> None:
+def test_listeners_get_the_rows_themselves(any_store: Store) -> None:
+    store = any_store
     seen: list[TraceRow] = []
-    store.subscribe(seen.extend)
-    rows = [_row(i) for i in range(3)]
-    for row in rows:
-        store.record_later(row)
+    rows = [_row(i, request={"messages": [{"content": f"m{i}"}]}) for i in range(4)]
+    with store._cv:  # held: the writer cannot take these before the listener comes
+        store.record_later(rows[0])  # queued packed: nobody listens yet
+        store.record_later(rows[1])
+        store.subscribe(seen.extend)
+        store.record_later(rows[2])  # queued as the row
+    store.flush()
+    store.record_later(rows[3])
     store.flush()
     assert seen == rows
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import math
 import operator
 import threading
 import time
@@ -122,13 +123,25 @@ _Queued = bytes | TraceRow
 
 
 def _packed(row: TraceRow) -> bytes | None:
-    """The row as a JSON array of its column values, or None when JSON cannot hold them
-    exactly (an integer past 64 bits, a lone surrogate) or SQLite would cut them (NUL)."""
+    """The row as a JSON array of its column values, or None when JSON cannot carry them
+    as the bound values would be stored: an integer past 64 bits, a lone surrogate, a
+    float that is not finite (JSON would make it null), a flag that is not a bool
+    (PostgreSQL's boolean column takes no 1), or a NUL (SQLite's JSON would cut the text)."""
+    if type(row.stream) is not bool or type(row.usage_estimated) is not bool:
+        return None
+    for number in (row.started_at, row.latency_ms, row.ttft_ms, row.cost_usd):
+        if number is not None and not math.isfinite(number):
+            return None
     try:
         blob = orjson.dumps(_ROW_VALUES(row), option=orjson.OPT_NON_STR_KEYS)
     except orjson.JSONEncodeError:
         return None
     return None if b"\\u0000" in blob else blob
+
+
+def _unpacked_row(item: bytes | TraceRow) -> TraceRow:
+    """A queued item as a row (for a listener that subscribed after it was queued)."""
+    return item if isinstance(item, TraceRow) else TraceRow(*orjson.loads(item))
 
 
 def _upsert(table: str, columns: tuple[str, ...], key: tuple[str, ...]) -> str:
@@ -371,7 +384,7 @@ class Store:
                     log.warning("the database answers again: queued trace rows written")
                     self._outage = 0
                 if self._listeners:
-                    self._notify([item for item in batch if isinstance(item, TraceRow)])
+                    self._notify([_unpacked_row(item) for item in batch])
             except Exception:
                 log.exception("%d trace rows could not be written", len(batch))
             finally:
