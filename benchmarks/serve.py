@@ -136,7 +136,7 @@ def role_echo(port: int) -> None:
 
     gateway = Gateway(
         settings=Settings(default_model="fn:echo"),
-        providers={"fn": FunctionModel(lambda request: "ok")},
+        providers={"fn": FunctionModel(lambda request: "ok", keep=0)},
     )
     app = create_app(gateway)
     tune_gc()  # as `outcrop serve` does

@@ -52,7 +52,7 @@ def role_echo(port: int, traced: bool, folder: str) -> None:
     gateway = Gateway(
         settings=Settings(default_model="test"),
         store=store,
-        providers={"test": TestModel(default="The capital of France is Paris.")},
+        providers={"test": TestModel(default="The capital of France is Paris.", keep=0)},
     )
     app = create_app(gateway)
     tune_gc()  # as `outcrop serve` does
@@ -123,7 +123,7 @@ def main() -> None:
     untraced_store = Untraced(os.path.join(folder, "untraced.db"))
 
     def gateway(store: Store) -> Gateway:
-        model = TestModel(default="The capital of France is Paris.")
+        model = TestModel(default="The capital of France is Paris.", keep=0)
         return Gateway(
             settings=Settings(default_model="test"), store=store, providers={"test": model}
         )

@@ -1,3 +1,5 @@
+import pytest
+
 from outcrop import ChatRequest, Gateway, Message, Settings, Store
 from outcrop.providers.testing import FunctionModel, TestModel
 
@@ -38,3 +40,17 @@ def test_function_model_may_return_a_message(store: Store):
         providers={"fn": FunctionModel(lambda r: Message.assistant("done"))},
     )
     assert gw.chat("x").text == "done"
+
+
+def test_the_request_log_can_be_bounded(store: Store):
+    model, fn = TestModel(keep=3), FunctionModel(lambda request: "ok", keep=0)
+    gw = Gateway(store=store, providers={"test": model, "fn": fn})
+    for i in range(10):
+        gw.chat(f"q{i}", model="test")
+        gw.chat(f"f{i}", model="fn")
+    assert [r.messages[-1].text for r in model.requests[-3:]] == ["q7", "q8", "q9"]
+    assert 3 <= len(model.requests) <= 6  # trimmed now and then, never past twice keep
+    assert fn.requests == []
+    assert TestModel().keep is None  # every request, by default
+    with pytest.raises(ValueError, match="keep must be None or at least 0"):
+        TestModel(keep=-1)

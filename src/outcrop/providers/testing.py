@@ -12,6 +12,10 @@
 
 ``FunctionModel`` answers with whatever your function returns for the request.
 
+Both keep every request in ``requests`` unless told otherwise: in a load test or a
+long-running server, ``keep=1000`` holds the latest thousand (``keep=0`` none), so the
+log does not grow with every call.
+
 Both count tokens as whitespace-separated words, so usage is deterministic.
 """
 
@@ -44,8 +48,11 @@ class _Double(Provider):
     supports_json_schema = True
     _ids = itertools.count(1)
 
-    def __init__(self) -> None:
+    def __init__(self, keep: int | None = None) -> None:
+        if keep is not None and keep < 0:
+            raise ValueError(f"keep must be None or at least 0, not {keep}")
         self.requests: list[ChatRequest] = []
+        self.keep = keep  # how many of the latest requests to keep (None: all of them)
 
     def _reply(self, request: ChatRequest) -> Reply | Iterable[str]:
         raise NotImplementedError
@@ -53,7 +60,10 @@ class _Double(Provider):
     def stream(
         self, model: str, request: ChatRequest, *, plain: bool = False
     ) -> Iterator[StreamEvent]:
-        self.requests.append(request)
+        if self.keep is None or self.keep > 0:
+            self.requests.append(request)
+            if self.keep is not None and len(self.requests) > 2 * self.keep:
+                del self.requests[: -self.keep]  # trimmed now and then, not on every call
         reply = self._reply(request)
         if isinstance(reply, BaseException):
             raise reply
@@ -116,8 +126,10 @@ class TestModel(_Double):
     __test__ = False  # not a pytest test class
     name = "test"
 
-    def __init__(self, replies: Iterable[Reply] = (), *, default: str = "ok"):
-        super().__init__()
+    def __init__(
+        self, replies: Iterable[Reply] = (), *, default: str = "ok", keep: int | None = None
+    ):
+        super().__init__(keep)
         self.replies: deque[Reply] = deque(replies)
         self.default = default
 
@@ -133,8 +145,10 @@ class FunctionModel(_Double):
 
     name = "function"
 
-    def __init__(self, fn: Callable[[ChatRequest], Reply | Iterable[str]]):
-        super().__init__()
+    def __init__(
+        self, fn: Callable[[ChatRequest], Reply | Iterable[str]], *, keep: int | None = None
+    ):
+        super().__init__(keep)
         self.fn = fn
 
     def _reply(self, request: ChatRequest) -> Reply | Iterable[str]:
