@@ -256,10 +256,21 @@ def test_queued_rows_without_sqlite_json_operators(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """SQLite before 3.38 has no -> operator: the batch's values are bound instead."""
+    from outcrop.observe.engines import _SqliteTx
+
+    bound: list[int] = []
+    insert_many = _SqliteTx.insert_many
+
+    def counting(self: _SqliteTx, table: str, columns: Any, rows: Any, **kw: Any) -> int:
+        bound.append(len(rows))
+        return insert_many(self, table, columns, rows, **kw)
+
+    monkeypatch.setattr(_SqliteTx, "insert_many", counting)
     monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 37, 2))
     for i in range(5):
         store.record_later(_row(i, request={"messages": [{"content": f"m{i}"}]}))
     store.flush()
+    assert sum(bound) == 5  # the packed rows were bound as values, not taken apart by SQLite
     assert store.count() == 5
     assert store.get("0004abc").request == {"messages": [{"content": "m4"}]}  # type: ignore[union-attr]
 

@@ -52,5 +52,6 @@ def test_the_request_log_can_be_bounded(store: Store):
     assert 3 <= len(model.requests) <= 6  # trimmed now and then, never past twice keep
     assert fn.requests == []
     assert TestModel().keep is None  # every request, by default
-    with pytest.raises(ValueError, match="keep must be None or at least 0"):
-        TestModel(keep=-1)
+    for bad in (-1, "10", 2.5, True):
+        with pytest.raises(ValueError, match="keep must be None or a whole number"):
+            TestModel(keep=bad)  # type: ignore[arg-type]

@@ -82,10 +82,10 @@ class _Entropy:
     """Random bytes from the operating system, fetched 4 KiB at a time.
 
     ``os.urandom`` is a system call that lets go of the interpreter lock; once a call
-    (one per trace id) is enough to make every call hand the lock over to the trace
-    writer thread when it waits for it, which cost a tight loop of calls a fifth of its
-    speed. The bytes are the same kind (the kernel's); a forked child starts a pool of
-    its own, so two processes never hand out the same bytes.
+    (one per trace id) made every call hand the lock over to the trace writer thread
+    whenever that thread was waiting for it. The bytes are the same kind (the kernel's);
+    a forked child starts a pool of its own, so two processes never hand out the same
+    bytes.
     """
 
     _SIZE = 4096

@@ -298,7 +298,10 @@ class Store:
     def _values(self, row: TraceRow) -> tuple[Any, ...]:
         # The writer thread runs this for every row while calls hold the interpreter: one
         # C-level attribute fetch, then the few columns that need converting.
-        values = list(_ROW_VALUES(row))
+        return self._bound(list(_ROW_VALUES(row)))
+
+    def _bound(self, values: list[Any]) -> tuple[Any, ...]:
+        """A row's column values (TraceRow's order) as the database binds them."""
         json_value = self._engine.json
         for i in _JSON_AT:
             values[i] = json_value(values[i])
@@ -457,12 +460,7 @@ class Store:
 
     def _unpacked(self, blob: bytes) -> tuple[Any, ...]:
         """A queued JSON array as the values :meth:`_values` gives."""
-        values = orjson.loads(blob)
-        for i in _JSON_AT:
-            values[i] = self._engine.json(values[i])
-        for i in _BOOL_AT:
-            values[i] = bool(values[i])
-        return tuple(values)
+        return self._bound(orjson.loads(blob))
 
     def _write_one_by_one(self, values: list[tuple[Any, ...]]) -> int:
         """Each row in its own transaction; a row the database refuses is logged and

@@ -49,8 +49,8 @@ class _Double(Provider):
     _ids = itertools.count(1)
 
     def __init__(self, keep: int | None = None) -> None:
-        if keep is not None and keep < 0:
-            raise ValueError(f"keep must be None or at least 0, not {keep}")
+        if keep is not None and (type(keep) is not int or keep < 0):
+            raise ValueError(f"keep must be None or a whole number, at least 0, not {keep!r}")
         self.requests: list[ChatRequest] = []
         self.keep = keep  # how many of the latest requests to keep (None: all of them)
 
