@@ -239,17 +239,86 @@ def test_queued_rows_are_stored_as_a_direct_record_stores_them(any_store: Store)
 def test_rows_json_cannot_carry_exactly_are_queued_as_rows(any_store: Store) -> None:
     from outcrop.observe.store import _packed
 
-    nul = _row(1, response="a\x00b")
-    assert _packed(nul) is None  # SQLite's JSON functions would cut the text at the NUL
     assert _packed(_row(2, request={"n": 2**70})) is None
     assert _packed(_row(3)) is not None
     assert _packed(_row(4, latency_ms=float("inf"))) is None  # JSON would make it null
     assert _packed(_row(5, stream=1)) is None  # PostgreSQL's boolean takes no 1
-    any_store.record_later(nul)
+    odd = _row(6)
+    odd.note = "set after it was made"  # type: ignore[attr-defined]
+    assert _packed(odd) is None  # more values than columns: queued as the row
+    assert _packed(_row(7, request={3: "int key"})) is not None  # as the JSON columns' dumps
+    for i in (2, 4, 6, 7):
+        any_store.record_later(_row(i, request={"n": 2**70}) if i == 2 else _row(i))
     any_store.flush()
-    got = any_store.get(nul.id)
+    assert any_store.count() == 4
+
+
+def test_packed_values_are_in_column_order() -> None:
+    """Packing reads the row's own dict, so TraceRow's fields must be its columns, in order."""
+    import orjson
+
+    from outcrop.observe.store import _TRACE_COLUMNS, _packed
+
+    row = _row(1, response="r", api_key="k")
+    assert list(vars(row)) == list(_TRACE_COLUMNS)
+    packed = _packed(row)
+    assert packed is not None
+    assert orjson.loads(packed) == [getattr(row, c) for c in _TRACE_COLUMNS]
+
+
+def test_a_nul_in_a_queued_batch_costs_only_its_row_the_fast_path(any_store: Store) -> None:
+    """SQLite's JSON functions cut text at a NUL: the writer finds those rows in the batch
+    and binds them instead; the rest of the batch is taken apart as JSON."""
+    import orjson
+
+    from outcrop.observe.store import _batch_text, _packed
+
+    rows = [_row(i, response=f"answer {i}") for i in range(6)]
+    rows[2] = _row(2, response="a\x00b")
+    rows[4] = _row(4, request={"messages": [{"content": "x\x00y"}]})
+    packed = [_packed(r) for r in rows]
+    assert all(packed)
+    text, clean, nul = _batch_text(packed)  # type: ignore[arg-type]
+    assert nul == [packed[2], packed[4]]
+    assert clean == [packed[i] for i in (0, 1, 3, 5)]
+    assert orjson.loads(text) == [orjson.loads(packed[i]) for i in (0, 1, 3, 5)]  # type: ignore[arg-type]
+    assert _batch_text(clean) == (text, clean, [])
+    with any_store._cv:  # one batch
+        for r in rows:
+            any_store.record_later(r)
+    any_store.flush()
+    got = any_store.get(rows[2].id)
     assert got is not None
     assert got.response == ("a\x00b" if any_store.dialect == "sqlite" else "a\ufffdb")
+    assert any_store.get(rows[5].id) == rows[5]
+    content = any_store.get(rows[4].id).request["messages"][0]["content"]  # type: ignore[union-attr]
+    assert content == ("x\x00y" if any_store.dialect == "sqlite" else "x\ufffdy")
+
+
+def test_a_row_queued_while_the_store_closes_is_written_or_refused(tmp_path: Path) -> None:
+    """Calls queue rows without a lock: one that slips in while close() runs is written
+    by close() once the writer has gone, and one after that is told the store is closed."""
+    from outcrop.observe.store import _packed
+
+    store = Store(tmp_path / "closing.db")
+    store.record_later(_row(1))
+    store.flush()
+    with store._cv:  # close() up to the writer's exit
+        store._closed = True
+        store._cv.notify_all()
+    assert store._writer is not None
+    store._writer.join(timeout=5)
+    store._queue.append(_packed(_row(2)))  # a call that checked before closing began
+    store.close()
+    with pytest.raises(UserError, match="closed"):
+        store.record_later(_row(3))
+    store._queue.append(_packed(_row(4)))  # checked before close() began, queued after
+    with pytest.raises(UserError, match="closed"):  # as record_later goes on: refused
+        store._wake()
+    assert not store._queue
+    again = Store(tmp_path / "closing.db")
+    assert sorted(r.id for r in again.recent(limit=10)) == ["0001abc", "0002abc"]
+    again.close()
 
 
 def test_queued_rows_without_sqlite_json_operators(
@@ -437,3 +506,25 @@ def test_a_bad_location_is_a_clear_error(tmp_path: Path) -> None:
         Store(damaged)
     assert damaged.read_bytes() == b"not a database" * 100  # left as it was
     assert Store(f"sqlite:///{tmp_path}/by-url.db").path == tmp_path / "by-url.db"
+
+
+def test_a_row_queued_after_the_writer_fell_idle_is_written_without_a_reader(
+    tmp_path: Path,
+) -> None:
+    """Calls wake the writer only when it waits for rows: each row recorded after a quiet
+    spell reaches the database on its own (seen here from another connection, which does
+    not flush), not at the next read or the next call."""
+    store = Store(tmp_path / "idle.db")
+    other = sqlite3.connect(tmp_path / "idle.db")
+    try:
+        for i in range(3):
+            store.record_later(_row(i))
+            deadline = time.monotonic() + 10
+            while other.execute("SELECT count(*) FROM traces").fetchone()[0] < i + 1:
+                assert time.monotonic() < deadline, f"row {i} was not written"
+                time.sleep(0.01)
+            time.sleep(0.1)  # longer than the writer lingers: it waits for rows again
+            assert store._idle
+    finally:
+        other.close()
+        store.close()

@@ -212,20 +212,19 @@ class Tx:
         self,
         table: str,
         columns: Sequence[str],
-        rows: Sequence[bytes],
+        rows: bytes,
         *,
         json_columns: Sequence[int] = (),
         conflict: str = "",
     ) -> int:
-        """INSERT ``rows`` given as JSON arrays (UTF-8 bytes, one element per column): the
-        elements at ``json_columns`` are stored as JSON text, the others as SQL values.
-        Returns the rows inserted. This default decodes them for :meth:`insert_many`."""
-        values = []
-        for blob in rows:
-            row = orjson.loads(blob)
+        """INSERT ``rows``, a JSON array (UTF-8 bytes) of rows that are arrays with one
+        element per column: the elements at ``json_columns`` are stored as JSON text, the
+        others as SQL values. Returns the rows inserted. This default decodes them for
+        :meth:`insert_many`."""
+        values = orjson.loads(rows)
+        for row in values:
             for i in json_columns:
                 row[i] = dumps(row[i])
-            values.append(row)
         return self.insert_many(table, columns, values, conflict=conflict)
 
     def lock(self, name: str) -> None:
@@ -273,32 +272,35 @@ class _SqliteTx(Tx):
         self,
         table: str,
         columns: Sequence[str],
-        rows: Sequence[bytes],
+        rows: bytes,
         *,
         json_columns: Sequence[int] = (),
         conflict: str = "",
     ) -> int:
-        # One statement and one text parameter for the whole batch: SQLite takes the rows
+        # One statement and one parameter for the whole batch: SQLite takes the rows
         # apart (json_each) while the interpreter is free for the callers, instead of this
         # thread binding every value under it. ``->`` gives an element as JSON text (a string
         # quoted, as dumps() writes it), json_extract as an SQL value (true is 1).
-        if not rows:
-            return 0
         if sqlite3.sqlite_version_info < (3, 38):  # no -> operator: bind the values instead
             return super().insert_json(
                 table, columns, rows, json_columns=json_columns, conflict=conflict
             )
         picks = ", ".join(
-            f"value -> {i}" if i in json_columns else f"json_extract(value, '$[{i}]')"
+            f"v -> {i}" if i in json_columns else f"json_extract(v, '$[{i}]')"
             for i in range(len(columns))
         )
-        # "WHERE true" tells SQLite's parser that ON CONFLICT belongs to the INSERT.
+        # MATERIALIZED: json_each renders a row's text once, not once per column (and the
+        # extractions then share one parse of it): half the work per row of reading
+        # json_each's value in every column. The statement starts with INSERT so that the
+        # sqlite3 module counts its rows; "WHERE true" tells SQLite's parser that
+        # ON CONFLICT belongs to the INSERT.
         sql = (
-            f"INSERT INTO {table} ({', '.join(columns)}) SELECT {picks} "
-            f"FROM json_each(?) WHERE true {conflict}"
+            f"INSERT INTO {table} ({', '.join(columns)}) "
+            f"WITH batch(v) AS MATERIALIZED (SELECT value FROM json_each(CAST(? AS TEXT))) "
+            f"SELECT {picks} FROM batch WHERE true {conflict}"
         )
-        text = (b"[" + b",".join(rows) + b"]").decode()
-        return int(self.db.execute(sql, (text,)).rowcount)
+        # Bound as bytes and made text by SQLite: no decoding under the interpreter lock.
+        return int(self.db.execute(sql, (rows,)).rowcount)
 
     def lock(self, name: str) -> None:
         pass  # BEGIN IMMEDIATE holds the database's one write lock already

@@ -18,9 +18,11 @@ import atexit
 import json
 import logging
 import operator
+import re
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
@@ -110,6 +112,11 @@ _TRACE_SELECT = ", ".join(_TRACE_COLUMNS)
 _ROW_VALUES = operator.attrgetter(*_TRACE_COLUMNS)
 _JSON_AT = tuple(_TRACE_COLUMNS.index(c) for c in ("request", "attempts", "guardrails"))
 _BOOL_AT = tuple(_TRACE_COLUMNS.index(c) for c in ("stream", "usage_estimated"))
+_N_COLUMNS = len(_TRACE_COLUMNS)
+_STREAM_AT, _ESTIMATED_AT = _BOOL_AT
+_STARTED_AT, _LATENCY_AT, _TTFT_AT, _COST_AT = (
+    _TRACE_COLUMNS.index(c) for c in ("started_at", "latency_ms", "ttft_ms", "cost_usd")
+)
 _TRACE_INSERT = (
     f"INSERT INTO traces ({_TRACE_SELECT}) VALUES ({', '.join('?' * len(_TRACE_COLUMNS))})"
 )
@@ -124,22 +131,49 @@ _Queued = bytes | TraceRow
 def _packed(row: TraceRow) -> bytes | None:
     """The row as a JSON array of its column values, or None when JSON cannot carry them
     as the bound values would be stored: an integer past 64 bits, a lone surrogate, a
-    float that is not finite (JSON would make it null), a flag that is not a bool
-    (PostgreSQL's boolean column takes no 1), or a NUL (SQLite's JSON would cut the text)."""
-    if type(row.stream) is not bool or type(row.usage_estimated) is not bool:
+    float that is not finite (JSON would make it null), or a flag that is not a bool
+    (PostgreSQL's boolean column takes no 1). A NUL is caught by the writer, a batch at a
+    time (:func:`_batch_text`): that is a search of a few bytes a row instead of a call."""
+    # The instance's own dict holds the fields in TraceRow's order (its __init__ sets them
+    # in that order): half the cost of fetching 24 attributes by name.
+    values = [*row.__dict__.values()]
+    if len(values) != _N_COLUMNS:
+        return None
+    if type(values[_STREAM_AT]) is not bool or type(values[_ESTIMATED_AT]) is not bool:
         return None
     try:  # one sum instead of four isfinite calls: inf or NaN anywhere makes it NaN
-        total = row.started_at + (row.latency_ms or 0.0) + (row.ttft_ms or 0.0)
-        total += row.cost_usd or 0.0
+        total = values[_STARTED_AT] + (values[_LATENCY_AT] or 0.0) + (values[_TTFT_AT] or 0.0)
+        total += values[_COST_AT] or 0.0
     except TypeError:
         return None
     if total - total != 0.0:  # a sum past the float range lands here too, harmlessly
         return None
     try:
-        blob = orjson.dumps(_ROW_VALUES(row), option=orjson.OPT_NON_STR_KEYS)
+        return orjson.dumps(values)
+    except orjson.JSONEncodeError:
+        pass
+    try:  # a dict with keys that are not strings (rare): as the JSON columns' dumps does
+        return orjson.dumps(values, option=orjson.OPT_NON_STR_KEYS)
     except orjson.JSONEncodeError:
         return None
-    return None if b"\\u0000" in blob else blob
+
+
+# A NUL escaped in a packed row: SQLite's JSON functions would cut the text at it.
+_ESCAPED_NUL = re.compile(rb"\\u0000")
+
+
+def _batch_text(packed: list[bytes]) -> tuple[bytes, list[bytes], list[bytes]]:
+    """The packed rows SQLite can take apart — as one JSON array, and as a list — and those
+    with a NUL (to be bound instead): one search over the batch, then row by row only when
+    it finds one."""
+    text = b"[" + b",".join(packed) + b"]"
+    if not _ESCAPED_NUL.search(text):
+        return text, packed, []
+    clean: list[bytes] = []
+    nul: list[bytes] = []
+    for blob in packed:
+        (nul if _ESCAPED_NUL.search(blob) else clean).append(blob)
+    return b"[" + b",".join(clean) + b"]", clean, nul
 
 
 def _unpacked_row(item: bytes | TraceRow) -> TraceRow:
@@ -169,7 +203,8 @@ def open_store(settings: Settings | None = None) -> Store:
 
 # Rows kept in memory while the database is unreachable (about 2 KB each), oldest dropped.
 _MAX_HELD = 100_000
-_BATCH_ROWS = 512  # rows the writer stores in one transaction, at most
+_BATCH_ROWS = 4096  # rows the writer stores in one transaction, at most
+_LINGER_S = 0.05  # how long the writer waits for more rows before it writes a batch
 
 
 class Store:
@@ -190,10 +225,12 @@ class Store:
         self.path: Path | None = self._engine.path  # the SQLite file (None on PostgreSQL)
         self.url = self._engine.url  # where the store is, for people (no password)
         self._cv = threading.Condition()
-        self._pending: list[_Queued] = []
+        self._queue: deque[_Queued] = deque()  # rows waiting for the writer, oldest first
+        self._idle = True  # the writer waits for a row (or has not started): wake it
         self._inflight = 0
         self._flushing = 0  # readers waiting for the queue to be written
         self._closed = False
+        self._finished = False  # closed, and the writer's last rows written
         self._writer: threading.Thread | None = None
         self._listeners: list[Callable[[list[TraceRow]], None]] = []
         self._outage = 0  # failed writes in a row while the database is unreachable
@@ -289,8 +326,18 @@ class Store:
         with self._cv:
             self._closed = True
             self._cv.notify_all()
-        if self._writer is not None:
-            self._writer.join(timeout=5)
+        writer = self._writer
+        if writer is not None:
+            writer.join(timeout=5)
+        with self._cv:
+            # A call that queued its row while the store closed: written here, once the
+            # writer has gone (later ones are told the store is closed).
+            if self._queue and (writer is None or not writer.is_alive()):
+                late = list(self._queue)
+                self._queue.clear()
+                if not self._write_batch(late):
+                    log.error("%d trace rows not written: the database is unreachable", len(late))
+            self._finished = True
         self._engine.close()
 
     # -- traces -----------------------------------------------------------
@@ -346,41 +393,63 @@ class Store:
         # With nobody listening the row is queued as its packed values and freed at once;
         # listeners need the row itself, and then it is queued as it is.
         item: _Queued = row if self._listeners else (_packed(row) or row)
+        if self._closed:
+            raise UserError("The trace store is closed.")
+        # No lock on the way in: a deque's append is atomic, and the writer takes what is
+        # queued under its lock. Only the first row after the writer fell idle wakes it
+        # (and a row that raced close() learns of it there).
+        self._queue.append(item)
+        if self._idle or self._closed:
+            self._wake()
+
+    def _wake(self) -> None:
         with self._cv:
-            if self._closed:
+            if self._finished:  # closed, and the last rows written: nothing takes this one
+                self._queue.clear()
                 raise UserError("The trace store is closed.")
-            self._pending.append(item)
-            if self._writer is None:
+            if self._writer is None and not self._closed:
                 self._writer = threading.Thread(
                     target=self._write_loop, name="outcrop-trace-writer", daemon=True
                 )
                 self._writer.start()
                 # Rows still queued when the program ends are written before it exits.
                 atexit.register(_flush_at_exit, weakref.ref(self))
-            # Wake the writer for the first row of a batch, or a full one: waking it for
-            # every row while it lingers would cost a thread switch a call. Not while the
-            # database is unreachable: the writer waits out its back-off.
-            if not self._outage and len(self._pending) in (1, _BATCH_ROWS):
+            # Not while the database is unreachable: the writer waits out its back-off.
+            if self._idle and not self._outage:
+                self._idle = False
                 self._cv.notify_all()
+
+    def _take(self) -> list[_Queued]:
+        """The queued rows, oldest first, up to a batch (the caller holds the lock)."""
+        queue = self._queue
+        return [queue.popleft() for _ in range(min(len(queue), _BATCH_ROWS))]
 
     def _write_loop(self) -> None:
         while True:
             with self._cv:
-                while not self._pending and not self._closed:
+                while True:
+                    # Idle before looking: a row queued after the look sees it and wakes
+                    # this thread (callers take no lock); one queued before it is seen.
+                    self._idle = True
+                    if self._queue or self._closed:
+                        break
                     self._cv.wait()
-                if not self._pending:
+                self._idle = False
+                if not self._queue:
                     return
                 # Linger a moment so rows arriving together share one transaction
                 # (a commit costs far more than a row); a reader waiting cuts it short.
-                deadline = time.monotonic() + 0.01
+                # Callers do not wake this thread while it lingers: a notification a call
+                # would cost a thread switch a call.
+                deadline = time.monotonic() + _LINGER_S
                 while (
-                    len(self._pending) < _BATCH_ROWS
+                    len(self._queue) < _BATCH_ROWS
                     and not self._flushing
                     and not self._closed
                     and (left := deadline - time.monotonic()) > 0
                 ):
                     self._cv.wait(timeout=left)
-                batch, self._pending = self._pending, []
+                batch = self._take()
                 self._inflight = len(batch)
             try:
                 if not self._write_batch(batch):
@@ -405,14 +474,15 @@ class Store:
         with self._cv:
             self._outage += 1
             if self._closed:
-                lost = len(batch) + len(self._pending)
-                self._pending = []
+                lost = len(batch) + len(self._queue)
+                self._queue.clear()
                 log.error("%d trace rows not written: the database is unreachable", lost)
                 return
-            self._pending = batch + self._pending
-            if len(self._pending) > _MAX_HELD:
-                dropped = len(self._pending) - _MAX_HELD
-                self._pending = self._pending[dropped:]
+            self._queue.extendleft(reversed(batch))
+            dropped = len(self._queue) - _MAX_HELD
+            if dropped > 0:
+                for _ in range(dropped):
+                    self._queue.popleft()
                 log.error("%d trace rows dropped: the database is unreachable", dropped)
             self._inflight = 0
             self._cv.notify_all()  # readers waiting in flush() go on (and meet the outage)
@@ -432,15 +502,19 @@ class Store:
                     values.append(self._values(item))
                 except (TypeError, ValueError) as exc:  # a value JSON cannot hold
                     log.error("trace %s could not be written: %s", item.id, exc)
+        text, packed, nul = _batch_text(packed)
+        values.extend(map(self._unpacked, nul))
         conflict = "ON CONFLICT (id) DO NOTHING"
         total = len(packed) + len(values)
         stored = 0
         for attempt in (1, 2):
             try:
                 with self._tx() as tx:
-                    stored = tx.insert_json(
-                        "traces", _TRACE_COLUMNS, packed, json_columns=_JSON_AT, conflict=conflict
-                    )
+                    stored = 0
+                    if packed:
+                        stored = tx.insert_json(
+                            "traces", _TRACE_COLUMNS, text, json_columns=_JSON_AT, conflict=conflict
+                        )
                     stored += tx.insert_many("traces", _TRACE_COLUMNS, values, conflict=conflict)
                 break
             except Exception as exc:
@@ -482,7 +556,7 @@ class Store:
             self._flushing += 1
             self._cv.notify_all()
             try:
-                while self._pending or self._inflight:
+                while self._queue or self._inflight:
                     if self._writer is None or not self._writer.is_alive() or self._outage:
                         break
                     self._cv.wait(timeout=1.0)
