@@ -301,6 +301,8 @@ def test_a_row_queued_while_the_store_closes_is_written_or_refused(tmp_path: Pat
     from outcrop.observe.store import _packed
 
     store = Store(tmp_path / "closing.db")
+    seen: list[TraceRow] = []
+    store.subscribe(seen.extend)
     store.record_later(_row(1))
     store.flush()
     with store._cv:  # close() up to the writer's exit
@@ -308,14 +310,20 @@ def test_a_row_queued_while_the_store_closes_is_written_or_refused(tmp_path: Pat
         store._cv.notify_all()
     assert store._writer is not None
     store._writer.join(timeout=5)
-    store._queue.append(_packed(_row(2)))  # a call that checked before closing began
+    slipped = _packed(_row(2))
+    assert slipped is not None
+    store._queue.append(slipped)  # a call that checked before closing began
     store.close()
+    assert [r.id for r in seen] == ["0001abc", "0002abc"]  # listeners get it too
+    store._wake(slipped)  # as that call goes on: its row was written, so no error
     with pytest.raises(UserError, match="closed"):
         store.record_later(_row(3))
-    store._queue.append(_packed(_row(4)))  # checked before close() began, queued after
-    with pytest.raises(UserError, match="closed"):  # as record_later goes on: refused
-        store._wake()
-    assert not store._queue
+    late = _packed(_row(4))
+    assert late is not None
+    store._queue.append(late)  # checked before close() began, queued after it ended
+    with pytest.raises(UserError, match="closed"):  # as record_later goes on: refused,
+        store._wake(late)
+    assert not store._queue  # and its row taken back
     again = Store(tmp_path / "closing.db")
     assert sorted(r.id for r in again.recent(limit=10)) == ["0001abc", "0002abc"]
     again.close()
@@ -528,3 +536,26 @@ def test_a_row_queued_after_the_writer_fell_idle_is_written_without_a_reader(
     finally:
         other.close()
         store.close()
+
+
+def test_a_row_a_listener_gets_that_cannot_be_read_costs_only_itself(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rows kept for listeners are packed by the writer: one whose values cannot even be
+    read as numbers is bound instead (and refused alone), not the end of its batch."""
+
+    class Odd:
+        def __bool__(self) -> bool:
+            raise ValueError("the truth of an array is ambiguous")
+
+    store.subscribe(lambda rows: None)  # rows are queued as themselves
+    with caplog.at_level(logging.ERROR, logger="outcrop.store"):
+        with store._cv:  # one batch
+            store.record_later(_row(1))
+            store.record_later(_row(2, latency_ms=Odd()))
+            store.record_later(_row(3))
+        store.flush()
+    assert store.get("0001abc") is not None
+    assert store.get("0003abc") is not None
+    assert store.get("0002abc") is None
+    assert "trace 0002abc could not be written" in caplog.text

@@ -53,7 +53,11 @@ __all__ = [
 
 @dataclass
 class TraceRow:
-    """One model call as recorded."""
+    """One model call as recorded.
+
+    The fields are the ``traces`` columns, in order: the store packs a row from its own
+    ``__dict__``, which ``__init__`` fills in this order (a row with an attribute added
+    is stored from its values instead)."""
 
     id: str
     started_at: float
@@ -144,9 +148,9 @@ def _packed(row: TraceRow) -> bytes | None:
     try:  # one sum instead of four isfinite calls: inf or NaN anywhere makes it NaN
         total = values[_STARTED_AT] + (values[_LATENCY_AT] or 0.0) + (values[_TTFT_AT] or 0.0)
         total += values[_COST_AT] or 0.0
-    except TypeError:
+    except Exception:  # not numbers (an array's truth is an error, not a TypeError)
         return None
-    if total - total != 0.0:  # a sum past the float range lands here too, harmlessly
+    if type(total) is not float or total - total != 0.0:  # past the range too, harmlessly
         return None
     try:
         return orjson.dumps(values)
@@ -334,13 +338,15 @@ class Store:
         if writer is not None:
             writer.join(timeout=5)
         with self._cv:
-            # A call that queued its row while the store closed: written here, once the
-            # writer has gone (later ones are told the store is closed).
+            # Rows of calls that queued them while the store closed, after the writer's
+            # last look: written here. A call that queues one after this is told the
+            # store is closed, and its row taken back (see _wake).
             if self._queue and (writer is None or not writer.is_alive()):
-                late = list(self._queue)
-                self._queue.clear()
+                late = self._drain()
                 if not self._write_batch(late):
                     log.error("%d trace rows not written: the database is unreachable", len(late))
+                elif self._listeners:
+                    self._notify([_unpacked_row(item) for item in late])
             self._finished = True
         self._engine.close()
 
@@ -404,13 +410,18 @@ class Store:
         # (and a row that raced close() learns of it there).
         self._queue.append(item)
         if self._idle or self._closed:
-            self._wake()
+            self._wake(item)
 
-    def _wake(self) -> None:
+    def _wake(self, item: _Queued) -> None:
         with self._cv:
-            if self._finished:  # closed, and the last rows written: nothing takes this one
-                self._queue.clear()
-                raise UserError("The trace store is closed.")
+            if self._finished:
+                # Closed, and its last rows written. The row is still queued unless
+                # close() wrote it: then the call is done; else nothing will take it.
+                for i, queued in enumerate(self._queue):
+                    if queued is item:
+                        del self._queue[i]
+                        raise UserError("The trace store is closed.")
+                return
             if self._writer is None and not self._closed:
                 self._writer = threading.Thread(
                     target=self._write_loop, name="outcrop-trace-writer", daemon=True
@@ -418,15 +429,21 @@ class Store:
                 self._writer.start()
                 # Rows still queued when the program ends are written before it exits.
                 atexit.register(_flush_at_exit, weakref.ref(self))
-            # Not while the database is unreachable: the writer waits out its back-off.
-            if self._idle and not self._outage:
+            # Idle only when it waits for rows (never during an outage's back-off).
+            if self._idle:
                 self._idle = False
                 self._cv.notify_all()
 
     def _take(self) -> list[_Queued]:
         """The queued rows, oldest first, up to a batch (the caller holds the lock)."""
+        return self._drain(_BATCH_ROWS)
+
+    def _drain(self, most: int | None = None) -> list[_Queued]:
+        """Queued rows, oldest first: one at a time, so a row appended meanwhile (calls
+        take no lock) stays queued instead of being cleared unseen."""
         queue = self._queue
-        return [queue.popleft() for _ in range(min(len(queue), _BATCH_ROWS))]
+        n = len(queue) if most is None else min(len(queue), most)
+        return [queue.popleft() for _ in range(n)]
 
     def _write_loop(self) -> None:
         while True:
@@ -478,8 +495,7 @@ class Store:
         with self._cv:
             self._outage += 1
             if self._closed:
-                lost = len(batch) + len(self._queue)
-                self._queue.clear()
+                lost = len(batch) + len(self._drain())
                 log.error("%d trace rows not written: the database is unreachable", lost)
                 return
             self._queue.extendleft(reversed(batch))
@@ -503,7 +519,7 @@ class Store:
                 packed.append(item)
             elif blob := _packed(item):  # a row kept for listeners: SQLite still takes
                 packed.append(blob)  # it apart, a third of the time of binding its values
-            else:
+            else:  # values JSON cannot carry exactly, or a row _packed cannot read
                 try:
                     values.append(self._values(item))
                 except (TypeError, ValueError) as exc:  # a value JSON cannot hold
