@@ -16,6 +16,11 @@ machine noise moves far less than requests/s).
 Prints one JSON line. Usage:
 
     .venv/bin/python benchmarks/tracing.py [--calls 15000] [--rounds 9] [--http-seconds 4]
+                                           [--listening] [--skip-http]
+
+``--listening`` measures the in-process loop with ``/metrics``' counter subscribed to the
+traced store and the garbage collector tuned, as in ``outcrop serve`` (the counter's
+cost is then part of the overhead).
 
 Each round ends with a flush, so the rows' writes are inside the timing. The writer
 batches up to 50 ms of rows; a round of 15,000 calls (about a second) makes the last
@@ -105,6 +110,11 @@ def main() -> None:
     parser.add_argument("--http-seconds", type=float, default=4.0, help="seconds per slice")
     parser.add_argument("--http-rounds", type=int, default=4)
     parser.add_argument("--skip-http", action="store_true")
+    parser.add_argument(
+        "--listening",
+        action="store_true",
+        help="in process, with /metrics' counter listening to the store, as in a server",
+    )
     parser.add_argument("--role", choices=["traced", "untraced"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
@@ -133,6 +143,12 @@ def main() -> None:
         )
 
     traced, untraced = gateway(traced_store), gateway(untraced_store)
+    if args.listening:  # rows are then queued as themselves and counted once stored
+        from outcrop.serve.app import tune_gc
+        from outcrop.serve.metrics import Metrics
+
+        Metrics().follow(traced_store)
+        tune_gc()  # as `outcrop serve` does
 
     def rate(gw: Gateway) -> float:
         t0 = time.perf_counter()
@@ -162,6 +178,7 @@ def main() -> None:
             {
                 "benchmark": "tracing",
                 "calls_per_round": args.calls,
+                "listening": args.listening,
                 "rounds": args.rounds,
                 "calls_per_s_traced": round(median_on, 1),
                 "calls_per_s_untraced": round(median_off, 1),

@@ -353,8 +353,8 @@ class Store:
     # -- traces -----------------------------------------------------------
 
     def _values(self, row: TraceRow) -> tuple[Any, ...]:
-        # The writer thread runs this for every row while calls hold the interpreter: one
-        # C-level attribute fetch, then the few columns that need converting.
+        # For record() and replace(), and rows the writer cannot pack: one C-level
+        # attribute fetch, then the few columns that need converting.
         return self._bound(list(_ROW_VALUES(row)))
 
     def _bound(self, values: list[Any]) -> tuple[Any, ...]:
